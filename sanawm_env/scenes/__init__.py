@@ -21,5 +21,6 @@ def make_scene(family: str, seed: int) -> Scene:
 
 __all__ = [
     "FAMILIES", "IndoorConfig", "OutdoorConfig", "RenderConfig", "RenderOutput", "Renderer", "Scene", "SceneBatch",
-    "apply_local_delta", "check_c2w", "generate_indoor", "generate_outdoor", "intrinsics_from_fov", "make_scene", "pose",
+    "apply_local_delta", "check_c2w", "generate_indoor", "generate_outdoor", "intrinsics_from_fov", "make_scene",
+    "pose",
 ]

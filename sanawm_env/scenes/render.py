@@ -305,6 +305,7 @@ class Renderer:
         result.index_copy_(0, rows, i)
         ix, iz, _, kind, _ = result.long().unbind(1)
         rgb, depth = self._call(
-            self._shade_fn, _shade, c_all, ix, iz, kind, sid, sb.cell, sb.ceiling, sb.h_lo, sb.h_hi, sb.side_mat, sb.wall_mat, sb.floor_mat, sb.materials, sb.atlas,
-            sb.ceiling_mat, sb.outside_mat, sb.sky, sb.light, sb.nx, sb.nz, self.cfg.ambient)
+            self._shade_fn, _shade, c_all, ix, iz, kind, sid, sb.cell, sb.ceiling, sb.h_lo, sb.h_hi, sb.side_mat,
+            sb.wall_mat, sb.floor_mat, sb.materials, sb.atlas, sb.ceiling_mat, sb.outside_mat, sb.sky, sb.light,
+            sb.nx, sb.nz, self.cfg.ambient)
         return rgb, depth
