@@ -3,6 +3,7 @@
 Imports neither `model` nor gymnasium.
 """
 
+from .geometry import GeometryConfig, SceneGeometry
 from .indoor import IndoorConfig, generate_indoor
 from .outdoor import OutdoorConfig, generate_outdoor
 from .poses import apply_local_delta, check_c2w, intrinsics_from_fov, pose
@@ -20,7 +21,7 @@ def make_scene(family: str, seed: int) -> Scene:
 
 
 __all__ = [
-    "FAMILIES", "IndoorConfig", "OutdoorConfig", "RenderConfig", "RenderOutput", "Renderer", "Scene", "SceneBatch",
-    "apply_local_delta", "check_c2w", "generate_indoor", "generate_outdoor", "intrinsics_from_fov", "make_scene",
-    "pose",
+    "FAMILIES", "GeometryConfig", "IndoorConfig", "OutdoorConfig", "RenderConfig", "RenderOutput", "Renderer",
+    "Scene", "SceneBatch", "SceneGeometry", "apply_local_delta", "check_c2w", "generate_indoor", "generate_outdoor",
+    "intrinsics_from_fov", "make_scene", "pose",
 ]

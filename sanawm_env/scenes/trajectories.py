@@ -1,0 +1,193 @@
+"""Camera trajectories for data and tests: keyboard-like walks, pure rotations, revisit and orbit loops,
+and 6-DoF jitter. Every generator returns (F, 4, 4) float64 camera-to-world poses that respect the
+scene's collisions (walks slide to a stop and turn away rather than pass through walls).
+
+Angles are integrated in float64 and poses rebuilt from (position, yaw, pitch, roll), so a loop
+that returns to its start returns to the same pose bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import SceneGeometry
+from .poses import heading, pose
+
+
+@dataclass
+class WalkConfig:
+    fps: float = 16.0
+    speed: float = 1.0            # m/s at full forward
+    turn_rate: float = 1.2        # rad/s at full yaw
+    pitch_rate: float = 0.6       # rad/s
+    max_pitch: float = math.radians(30.0)
+    tau: float = 0.3              # s, velocity smoothing time constant (press and release)
+    segment: tuple[float, float] = (0.5, 2.0)  # s, duration of one key intent
+
+
+# Key intents: (forward, strafe, yaw, pitch) in units of full speed / rate, with sampling weights.
+_INTENTS = [
+    ((1.0, 0.0, 0.0, 0.0), 5.0),
+    ((1.0, 0.0, 0.6, 0.0), 2.0),
+    ((1.0, 0.0, -0.6, 0.0), 2.0),
+    ((0.0, 0.0, 1.0, 0.0), 1.5),
+    ((0.0, 0.0, -1.0, 0.0), 1.5),
+    ((0.0, 1.0, 0.0, 0.0), 0.7),
+    ((0.0, -1.0, 0.0, 0.0), 0.7),
+    ((-0.6, 0.0, 0.0, 0.0), 0.5),
+    ((0.0, 0.0, 0.0, 1.0), 0.4),
+    ((0.0, 0.0, 0.0, -1.0), 0.4),
+    ((0.0, 0.0, 0.0, 0.0), 0.5),
+]
+
+
+def _state(c2w: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Position, yaw and pitch of a roll-free camera pose."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    f = c2w[:3, 2]
+    return c2w[:3, 3].copy(), heading(c2w), math.asin(float(np.clip(-f[1], -1.0, 1.0)))
+
+
+def keyboard_walk(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.random.Generator,
+                  cfg: WalkConfig | None = None) -> np.ndarray:
+    """A person with a keyboard: intents held for a while, velocities eased in and out, walls respected."""
+    cfg = cfg or WalkConfig()
+    dt = 1.0 / cfg.fps
+    alpha = 1.0 - math.exp(-dt / cfg.tau)
+    pos, yaw, pitch = _state(start)
+    vel = np.zeros(4)  # forward, strafe, yaw rate, pitch rate (smoothed)
+    probs = np.array([w for _, w in _INTENTS])
+    probs /= probs.sum()
+    target, left = np.zeros(4), 0
+    out = np.empty((frames, 4, 4))
+    c2w = pose(pos, yaw, pitch)
+    for f in range(frames):
+        out[f] = c2w
+        if left <= 0:
+            intent = np.array(_INTENTS[int(rng.choice(len(_INTENTS), p=probs))][0])
+            target = intent * [cfg.speed, cfg.speed, cfg.turn_rate, cfg.pitch_rate]
+            left = int(rng.uniform(*cfg.segment) * cfg.fps)
+        left -= 1
+        vel += alpha * (target - vel)
+        yaw += vel[2] * dt
+        pitch = float(np.clip(pitch + vel[3] * dt, -cfg.max_pitch, cfg.max_pitch))
+        # Walk on the floor plane, in the heading frame: forward = (sin yaw, 0, cos yaw), right = (cos, 0, -sin).
+        step = dt * (vel[0] * np.array([math.sin(yaw), 0.0, math.cos(yaw)])
+                     + vel[1] * np.array([math.cos(yaw), 0.0, -math.sin(yaw)]))
+        c2w, collided = geom.move(c2w, pose(pos + step, yaw, pitch))
+        pos = c2w[:3, 3].copy()
+        if collided:  # turn away from the wall for a while
+            target = np.array([0.0, 0.0, cfg.turn_rate * float(rng.choice([-1.0, 1.0])), 0.0])
+            left = int(rng.uniform(0.6, 1.4) * cfg.fps)
+            vel[:2] = 0.0
+    return out
+
+
+def rotation(start: np.ndarray, frames: int, total: float = 2.0 * math.pi, axis: str = "yaw") -> np.ndarray:
+    """Turn in place by `total` radians over frames-1 steps about the heading (yaw) or the camera x axis (pitch).
+
+    The last pose is start rotated by `total`; a full yaw turn (2*pi) ends on the start pose exactly.
+    """
+    if axis not in ("yaw", "pitch"):
+        raise ValueError(f"axis must be 'yaw' or 'pitch', got {axis!r}")
+    pos, yaw0, pitch0 = _state(start)
+    out = np.empty((frames, 4, 4))
+    for f in range(frames):
+        a = total * f / max(frames - 1, 1)
+        if axis == "yaw":
+            yaw = math.remainder(yaw0 + a, 2.0 * math.pi) if abs(total) >= 2 * math.pi - 1e-12 else yaw0 + a
+            out[f] = pose(pos, yaw, pitch0)
+        else:
+            out[f] = pose(pos, yaw0, pitch0 + a)
+    if axis == "yaw" and abs(abs(total) - 2.0 * math.pi) < 1e-12:
+        out[-1] = out[0]  # close the turn exactly
+    return out
+
+
+def revisit_loop(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.random.Generator,
+                 cfg: WalkConfig | None = None) -> np.ndarray:
+    """Walk out, turn around, retrace the same positions back, and turn to face the start heading again.
+
+    The first and last frames are the same pose, so a model can be scored on returning to a place.
+    """
+    cfg = cfg or WalkConfig()
+    if frames < 8:
+        return rotation(start, frames)
+    turn = max(2, frames // 6)
+    n_out = (frames - 2 * turn) // 2
+    path = keyboard_walk(geom, start, n_out, rng, cfg)
+    pos0, yaw0, pitch0 = _state(start)
+    end_pos, yaw, _ = _state(path[-1])
+    seq = [pose(end_pos, yaw + math.pi * (k + 1) / turn, pitch0) for k in range(turn)]
+    yaw += math.pi
+    for k in range(n_out - 2, -1, -1):  # the same positions, in reverse, facing the way back
+        p, d = path[k][:3, 3], path[k][:3, 3] - path[k + 1][:3, 3]
+        if math.hypot(d[0], d[2]) > 1e-9:
+            yaw = math.atan2(d[0], d[2])
+        seq.append(pose(p, yaw, pitch0))
+    rest = frames - n_out - len(seq)
+    diff = math.remainder(yaw0 - yaw, 2.0 * math.pi)
+    seq += [pose(pos0, yaw + diff * (k + 1) / rest, pitch0) for k in range(rest)]
+    traj = np.concatenate([path, np.stack(seq)])
+    traj[-1] = np.asarray(start, dtype=np.float64)  # close the loop exactly
+    return traj
+
+
+def orbit(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.random.Generator,
+          radius: float | None = None) -> np.ndarray:
+    """Circle a point in front of the start, always looking at it, and come back to the start pose.
+
+    Tries smaller circles where a larger one would hit a wall, and falls back to a turn in place.
+    """
+    pos, yaw0, pitch0 = _state(start)
+    sign = float(rng.choice([-1.0, 1.0]))
+    for r in ([radius] if radius else [1.5, 1.0, 0.6, 0.35]):
+        center = pos + r * np.array([math.sin(yaw0), 0.0, math.cos(yaw0)])
+        angles = sign * np.linspace(0.0, 2.0 * math.pi, frames)
+        # The start sits at bearing yaw0 + pi from the centre; a camera at bearing b looks at it with yaw b - pi.
+        pts = center + r * np.stack([-np.sin(yaw0 + angles), np.zeros(frames), -np.cos(yaw0 + angles)], 1)
+        if geom.is_free(pts).all():
+            out = np.stack([pose(p, yaw0 + a, pitch0) for p, a in zip(pts, angles)])
+            out[-1] = np.asarray(start, dtype=np.float64)
+            return out
+    return rotation(start, frames)
+
+
+def jitter(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.random.Generator,
+           trans_sigma: float = 0.03, rot_sigma: float = 0.03, revert: float = 0.1) -> np.ndarray:
+    """Smooth random 6-DoF shake around the start pose (translation, pitch, yaw and roll), mean-reverting."""
+    base = np.asarray(start, dtype=np.float64)
+    pos0, yaw0, pitch0 = _state(base)
+    state = np.zeros(6)  # dx, dy, dz, pitch, yaw, roll offsets
+    out = np.empty((frames, 4, 4))
+    for f in range(frames):
+        cand = pose(pos0 + state[:3], yaw0 + state[4], pitch0 + state[3], state[5])
+        out[f] = cand if (f == 0 or geom.is_free(cand[None, :3, 3])[0]) else out[f - 1]
+        state = (1.0 - revert) * state + np.concatenate(
+            [rng.normal(0.0, trans_sigma, 3), rng.normal(0.0, rot_sigma, 3)])
+    out[0] = base
+    return out
+
+
+KINDS = ("walk", "rotation", "revisit", "orbit", "jitter")
+
+
+def make_trajectory(kind: str, geom: SceneGeometry, start: np.ndarray, frames: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """One trajectory of a named kind (see KINDS)."""
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if kind == "walk":
+        return keyboard_walk(geom, start, frames, rng)
+    if kind == "rotation":
+        return rotation(start, frames, total=float(rng.choice([2.0 * math.pi, -2.0 * math.pi, math.pi, -math.pi])))
+    if kind == "revisit":
+        return revisit_loop(geom, start, frames, rng)
+    if kind == "orbit":
+        return orbit(geom, start, frames, rng)
+    if kind == "jitter":
+        return jitter(geom, start, frames, rng)
+    raise ValueError(f"trajectory kind must be one of {KINDS}, got {kind!r}")
