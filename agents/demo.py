@@ -3,7 +3,7 @@
     python -m agents.demo --out demo_out [--frames 96] [--size 128] [--seed 0]
 
 Until the embedded world model ships, the rollout is the oracle: the procedural world ray-cast
-along a keyboard-like walk that respects walls.
+along the shortest walkable path between two places.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sanawm_env.scenes import RenderConfig, Renderer, intrinsics_from_fov, make_scene, pose
+from sanawm_env.scenes import RenderConfig, Renderer, intrinsics_from_fov, make_scene
 from sanawm_env.scenes.geometry import SceneGeometry
 from sanawm_env.scenes.media import contact_sheet, have_video, save_png, write_frames_png, write_video
-from sanawm_env.scenes.trajectories import keyboard_walk
+from sanawm_env.scenes.trajectories import path_walk
 
 
 @dataclass
@@ -38,8 +38,8 @@ def rollout(family: str, args: Args) -> dict:
     scene = make_scene(family, args.seed)
     geom = SceneGeometry(scene)
     rng = np.random.default_rng(args.seed)
-    start = pose(geom.sample_free_position(rng), yaw=float(rng.uniform(-np.pi, np.pi)))
-    c2w = keyboard_walk(geom, start, args.frames, rng)
+    start, goal, _ = geom.sample_start_goal(rng, min_geodesic=6.0)
+    c2w = path_walk(geom, start, goal, args.frames)
     renderer = Renderer(scene, RenderConfig(args.size, args.size, supersample=2))
     k = intrinsics_from_fov(args.size, args.size, 90.0)
     frames = []
@@ -52,7 +52,7 @@ def rollout(family: str, args: Args) -> dict:
         media = write_video(out / f"{stem}.mp4", frames, fps=16)
     else:
         media = write_frames_png(out / stem, frames)
-    sheet = save_png(out / f"{stem}_sheet.png", contact_sheet(frames, cols=8, max_frames=16))
+    sheet = save_png(out / f"{stem}_sheet.png", contact_sheet(frames, cols=8, max_frames=8))
     np.save(out / f"{stem}_poses.npy", c2w.astype(np.float32))
     travelled = float(np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum())
     return {"family": family, "media": str(media), "sheet": str(sheet), "frames": len(frames),

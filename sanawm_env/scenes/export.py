@@ -28,9 +28,9 @@ from .geometry import SceneGeometry
 from .media import have_video, write_frames_png, write_video
 from .poses import intrinsics_from_fov, pose
 from .render import RenderConfig, Renderer
-from .trajectories import make_trajectory
+from .trajectories import make_trajectory, open_heading
 
-DEFAULT_KIND_WEIGHTS = {"walk": 0.5, "rotation": 0.15, "revisit": 0.15, "orbit": 0.1, "jitter": 0.1}
+DEFAULT_KIND_WEIGHTS = {"walk": 0.4, "path": 0.15, "rotation": 0.15, "revisit": 0.1, "orbit": 0.1, "jitter": 0.1}
 
 
 @dataclass
@@ -90,7 +90,8 @@ def export_clips(cfg: ExportConfig, progress: bool = True) -> Path:
                                                     compile=cfg.compile))
         rng = np.random.default_rng([cfg.seed, c, 7])
         kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
-        start = pose(geom.sample_free_position(rng), yaw=float(rng.uniform(-np.pi, np.pi)))
+        position = geom.sample_free_position(rng)
+        start = pose(position, yaw=open_heading(geom, position, rng))
         c2w = make_trajectory(kind, geom, start, cfg.frames, rng)
         rgb, depth = [], []
         for s in range(0, cfg.frames, cfg.batch):

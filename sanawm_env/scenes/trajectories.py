@@ -9,7 +9,7 @@ that returns to its start returns to the same pose bit for bit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class WalkConfig:
     max_pitch: float = math.radians(30.0)
     tau: float = 0.3              # s, velocity smoothing time constant (press and release)
     segment: tuple[float, float] = (0.5, 2.0)  # s, duration of one key intent
+    lookahead: float = 1.0        # m, start turning away when a wall is this close ahead
 
 
 # Key intents: (forward, strafe, yaw, pitch) in units of full speed / rate, with sampling weights.
@@ -51,9 +52,36 @@ def _state(c2w: np.ndarray) -> tuple[np.ndarray, float, float]:
     return c2w[:3, 3].copy(), heading(c2w), math.asin(float(np.clip(-f[1], -1.0, 1.0)))
 
 
+def free_run(geom: SceneGeometry, position: np.ndarray, yaw: float, max_dist: float = 6.0,
+             step: float = 0.25) -> float:
+    """How far (metres, up to max_dist) a camera can walk straight from `position` along heading `yaw`."""
+    d = np.arange(1, int(max_dist / step) + 1) * step
+    pts = position[None] + d[:, None] * np.array([math.sin(yaw), 0.0, math.cos(yaw)])[None]
+    free = geom.is_free(pts)
+    return float(d[np.argmin(free)] - step) if not free.all() else max_dist
+
+
+def open_heading(geom: SceneGeometry, position: np.ndarray, rng: np.random.Generator, candidates: int = 16) -> float:
+    """A heading with room ahead: a random pick among the three most open of `candidates` directions."""
+    yaws = rng.uniform(-math.pi, math.pi) + np.arange(candidates) * (2.0 * math.pi / candidates)
+    runs = np.array([free_run(geom, position, y) for y in yaws])
+    best = np.argsort(-runs, kind="stable")[:3]
+    return float(math.remainder(yaws[int(rng.choice(best))], 2.0 * math.pi))
+
+
+def _turn_side(geom: SceneGeometry, pos: np.ndarray, yaw: float) -> float:
+    """+1 to turn right, -1 to turn left: whichever side has more room."""
+    return 1.0 if free_run(geom, pos, yaw + 1.2) >= free_run(geom, pos, yaw - 1.2) else -1.0
+
+
 def keyboard_walk(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.random.Generator,
                   cfg: WalkConfig | None = None) -> np.ndarray:
-    """A person with a keyboard: intents held for a while, velocities eased in and out, walls respected."""
+    """A person with a keyboard: intents held for a while, velocities eased in and out, walls respected.
+
+    Like a person, the walker sees a wall coming: when its direction of travel has less than
+    `lookahead` metres of room, it stops translating and turns toward the more open side until the
+    way ahead is clear again. Collisions (rare) resolve the same way.
+    """
     cfg = cfg or WalkConfig()
     dt = 1.0 / cfg.fps
     alpha = 1.0 - math.exp(-dt / cfg.tau)
@@ -61,15 +89,22 @@ def keyboard_walk(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.r
     vel = np.zeros(4)  # forward, strafe, yaw rate, pitch rate (smoothed)
     probs = np.array([w for _, w in _INTENTS])
     probs /= probs.sum()
-    target, left = np.zeros(4), 0
+    target, left, avoid = np.zeros(4), 0, 0.0
     out = np.empty((frames, 4, 4))
     c2w = pose(pos, yaw, pitch)
     for f in range(frames):
         out[f] = c2w
+        if avoid and (free_run(geom, pos, yaw, max_dist=2 * cfg.lookahead) >= 2 * cfg.lookahead or left <= 0):
+            avoid, left = 0.0, 0
         if left <= 0:
             intent = np.array(_INTENTS[int(rng.choice(len(_INTENTS), p=probs))][0])
             target = intent * [cfg.speed, cfg.speed, cfg.turn_rate, cfg.pitch_rate]
             left = int(rng.uniform(*cfg.segment) * cfg.fps)
+        heading_of_travel = yaw + math.atan2(target[1], target[0]) if np.hypot(*target[:2]) > 0 else None
+        if not avoid and heading_of_travel is not None and \
+                free_run(geom, pos, heading_of_travel, max_dist=cfg.lookahead) < cfg.lookahead:
+            avoid = _turn_side(geom, pos, yaw)
+            target, left = np.array([0.0, 0.0, cfg.turn_rate * avoid, 0.0]), int(2.5 * cfg.fps)
         left -= 1
         vel += alpha * (target - vel)
         yaw += vel[2] * dt
@@ -79,10 +114,47 @@ def keyboard_walk(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.r
                      + vel[1] * np.array([math.cos(yaw), 0.0, -math.sin(yaw)]))
         c2w, collided = geom.move(c2w, pose(pos + step, yaw, pitch))
         pos = c2w[:3, 3].copy()
-        if collided:  # turn away from the wall for a while
-            target = np.array([0.0, 0.0, cfg.turn_rate * float(rng.choice([-1.0, 1.0])), 0.0])
-            left = int(rng.uniform(0.6, 1.4) * cfg.fps)
+        if collided and not avoid:
+            avoid = _turn_side(geom, pos, yaw)
+            target, left = np.array([0.0, 0.0, cfg.turn_rate * avoid, 0.0]), int(2.5 * cfg.fps)
             vel[:2] = 0.0
+    return out
+
+
+def path_walk(geom: SceneGeometry, start: np.ndarray, goal: np.ndarray, frames: int,
+              cfg: WalkConfig | None = None, clearance: float = 0.45) -> np.ndarray:
+    """Walk the shortest path to `goal` (x, y, z), turning smoothly toward each waypoint, then look around.
+
+    Waypoints come from a planning geometry with a larger radius (`clearance`), so corners are rounded
+    with room to spare and the walker never grazes a wall.
+    """
+    cfg = cfg or WalkConfig()
+    c = geom.cfg  # same vertical extent, wider footprint
+    plan = SceneGeometry(geom.scene, replace(c, radius=clearance, body_height=c.body_height + c.radius - clearance))
+    dt = 1.0 / cfg.fps
+    pos, yaw, pitch = _state(start)
+    path = plan.shortest_path(pos[[0, 2]], np.asarray(goal, dtype=np.float64)[[0, 2]])
+    if len(path) == 0:
+        path = geom.shortest_path(pos[[0, 2]], np.asarray(goal, dtype=np.float64)[[0, 2]])
+    k = 1
+    out = np.empty((frames, 4, 4))
+    c2w = pose(pos, yaw, pitch)
+    speed = 0.0
+    for f in range(frames):
+        out[f] = c2w
+        while k < len(path) and np.hypot(*(path[k] - pos[[0, 2]])) < 0.3:
+            k += 1
+        if k < len(path):
+            d = path[k] - pos[[0, 2]]
+            err = math.remainder(math.atan2(d[0], d[1]) - yaw, 2.0 * math.pi)
+            target_speed = cfg.speed * max(0.0, math.cos(err)) ** 2
+        else:  # arrived: look around
+            err, target_speed = 0.6 * cfg.turn_rate * dt, 0.0
+        yaw += float(np.clip(err, -cfg.turn_rate * dt, cfg.turn_rate * dt))
+        speed += (1.0 - math.exp(-dt / cfg.tau)) * (target_speed - speed)
+        step = dt * speed * np.array([math.sin(yaw), 0.0, math.cos(yaw)])
+        c2w, _ = geom.move(c2w, pose(pos + step, yaw, pitch))
+        pos = c2w[:3, 3].copy()
     return out
 
 
@@ -172,7 +244,7 @@ def jitter(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.random.G
     return out
 
 
-KINDS = ("walk", "rotation", "revisit", "orbit", "jitter")
+KINDS = ("walk", "path", "rotation", "revisit", "orbit", "jitter")
 
 
 def make_trajectory(kind: str, geom: SceneGeometry, start: np.ndarray, frames: int,
@@ -182,6 +254,9 @@ def make_trajectory(kind: str, geom: SceneGeometry, start: np.ndarray, frames: i
         raise ValueError(f"frames must be >= 1, got {frames}")
     if kind == "walk":
         return keyboard_walk(geom, start, frames, rng)
+    if kind == "path":
+        _, goal, _ = geom.sample_start_goal(rng, min_geodesic=3.0)
+        return path_walk(geom, start, goal, frames)
     if kind == "rotation":
         return rotation(start, frames, total=float(rng.choice([2.0 * math.pi, -2.0 * math.pi, math.pi, -math.pi])))
     if kind == "revisit":
