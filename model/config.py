@@ -1,0 +1,133 @@
+"""WorldModelConfig and the named presets. Every preset runs through the same classes.
+
+- `sana-wm-1600m-720p`: the published architecture (2,661,800,448 parameters); loads official weights.
+- `tiny`: the embedded default, trained on the procedural worlds; runs on a laptop CPU.
+- `micro`: unit tests; the smallest configuration that still exercises every code path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    name: str = "custom"
+    # 1. Transformer (names follow the published checkpoint).
+    in_channels: int = 128            # latent channels (= out channels; no learned sigma)
+    hidden_size: int = 2240
+    depth: int = 20
+    num_heads: int = 20               # self- and cross-attention heads; head_dim = hidden_size // num_heads
+    softmax_every: int = 4            # softmax attention at block i when (i + 1) % softmax_every == 0
+    patch_size: tuple[int, int, int] = (1, 1, 1)   # (t, h, w); t must be 1 (one token frame per latent frame)
+    mlp_ratio: float = 3.0
+    temporal_kernel: int = 3          # GLUMBConvTemp t_conv kernel along frames
+    conv_kernel: int = 4              # K-only short convolution along frames (GDN blocks)
+    caption_channels: int = 2304
+    caption_len: int = 300            # length of the null-caption buffer
+    qk_norm_eps: float = 1e-5
+    cross_norm_eps: float = 1e-6
+    gdn_eps: float = 1e-8
+    y_norm_scale: float = 0.01        # init of attention_y_norm's weight
+    cam_post_renorm: bool = False     # post-UCPE RMS renorm in the camera branch (diffusers applies it; see docs)
+    cam_sdpa_pad: bool = True         # softmax camera branch at temperature 1/sqrt(pad128(D)), as published
+    softmax_bf16: bool = True         # softmax SDPA runs in bf16 when activations are fp32, as published
+    # 2. Video geometry: pixels -> VAE latents -> tokens.
+    height: int = 704
+    width: int = 1280
+    vae_spatial: int = 32             # pixels per latent pixel
+    vae_temporal: int = 8             # raw frames per latent frame after the first (which is alone)
+    fps: int = 16
+    # 3. Streaming: chunks of latent frames, few-step schedule, softmax KV window.
+    chunk_frames: int = 3             # latent frames generated per step
+    first_chunk_frames: int = 4       # the first chunk: the clean image latent plus chunk_frames
+    denoise_timesteps: tuple[int, ...] = (1000, 960, 889, 727, 0)
+    sink_chunks: int = 1              # softmax KV: the first chunk is kept forever...
+    window_chunks: int = 1            # ...plus this many most recent chunks
+    vae: str = "ltx2"                 # "ltx2" (local diffusers folder) or the name of a CausalVAEConfig preset
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.head_dim % 8:
+            raise ValueError(f"head_dim must be a multiple of 8 (UCPE 4x4 groups on half of it), got {self.head_dim}")
+        if self.patch_size[0] != 1:
+            raise ValueError(f"temporal patch size must be 1, got {self.patch_size}")
+        lat_h, lat_w = self.latent_hw
+        if self.height % self.vae_spatial or self.width % self.vae_spatial:
+            raise ValueError(
+                f"frame size {self.height}x{self.width} must be divisible by vae_spatial {self.vae_spatial}")
+        if lat_h % self.patch_size[1] or lat_w % self.patch_size[2]:
+            raise ValueError(f"latent grid {lat_h}x{lat_w} must be divisible by patch {self.patch_size[1:]}")
+        steps = list(self.denoise_timesteps)
+        if steps[-1] != 0 or steps != sorted(steps, reverse=True):
+            raise ValueError(f"denoise_timesteps must decrease to 0, got {self.denoise_timesteps}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return self.height // self.vae_spatial, self.width // self.vae_spatial
+
+    @property
+    def token_hw(self) -> tuple[int, int]:
+        lat_h, lat_w = self.latent_hw
+        return lat_h // self.patch_size[1], lat_w // self.patch_size[2]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        gh, gw = self.token_hw
+        return gh * gw
+
+    @property
+    def plucker_channels(self) -> int:
+        return 6 * self.vae_temporal
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+    def is_softmax(self, block: int) -> bool:
+        return (block + 1) % self.softmax_every == 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> WorldModelConfig:
+        raw = json.loads(text)
+        known = {f.name for f in fields(WorldModelConfig)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown WorldModelConfig fields {unknown}")
+        for k in ("patch_size", "denoise_timesteps"):
+            if k in raw:
+                raw[k] = tuple(raw[k])
+        return WorldModelConfig(**raw)
+
+
+PRESETS: dict[str, WorldModelConfig] = {
+    "sana-wm-1600m-720p": WorldModelConfig(name="sana-wm-1600m-720p"),
+    "tiny": WorldModelConfig(
+        name="tiny", in_channels=16, hidden_size=256, depth=8, num_heads=4, patch_size=(1, 2, 2),
+        caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
+        chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
+        cam_sdpa_pad=False, softmax_bf16=False,
+    ),
+    "micro": WorldModelConfig(
+        name="micro", in_channels=8, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
+        caption_channels=16, caption_len=4, height=32, width=32, vae_spatial=8, vae_temporal=4,
+        chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=2, vae="micro",
+        cam_sdpa_pad=False, softmax_bf16=False,
+    ),
+}
+
+
+def get_config(name: str, **overrides) -> WorldModelConfig:
+    """A named preset, optionally with fields replaced."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides) if overrides else PRESETS[name]

@@ -1,0 +1,185 @@
+"""The SANA-WM building blocks that are not attention: norms, embedders, cross-attention, the temporal FFN,
+and the final layer. Module and parameter names follow the published checkpoint (sana_wm_architecture.md §1.6).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """Sana RMSNorm over the last dim: statistics in float32, weight applied in the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, init: float = 1.0):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.to(self.weight.dtype) * self.weight
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """[N] timesteps -> [N, dim] features in [cos, sin] order (the published order)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]  # (N, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoid -> Linear -> SiLU -> Linear (keys t_embedder.mlp.0 / mlp.2)."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_sinusoid(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+
+
+class Mlp(nn.Module):
+    """timm-style two-layer MLP with tanh-GELU (keys fc1 / fc2)."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class CaptionEmbedder(nn.Module):
+    """Caption features -> model width. `y_embedding` is the null caption used when none is given.
+
+    The published checkpoint stores a (300, 2304) null embedding; here it is also the default input,
+    so nothing needs a text encoder to run.
+    """
+
+    def __init__(self, caption_channels: int, hidden: int, caption_len: int):
+        super().__init__()
+        self.y_proj = Mlp(caption_channels, hidden, hidden)
+        self.register_buffer("y_embedding", torch.randn(caption_len, caption_channels) / caption_channels**0.5)
+
+    def forward(self, caption: torch.Tensor) -> torch.Tensor:
+        return self.y_proj(caption)
+
+
+class PatchEmbed(nn.Module):
+    """Conv3d with kernel = stride = patch, flattened to tokens in (t, h, w) raster order (key `proj`)."""
+
+    def __init__(self, patch: tuple[int, int, int], in_channels: int, hidden: int):
+        super().__init__()
+        self.patch = tuple(patch)
+        self.proj = nn.Conv3d(in_channels, hidden, kernel_size=self.patch, stride=self.patch, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, T, h, w) -> (B, T*h*w, C)
+
+
+class CrossAttention(nn.Module):
+    """Queries from the video tokens, keys and values from the caption; full-width q/k RMSNorm; no gate."""
+
+    def __init__(self, hidden: int, heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.heads = heads
+        self.q_linear = nn.Linear(hidden, hidden)
+        self.kv_linear = nn.Linear(hidden, 2 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.q_norm = RMSNorm(hidden, eps)
+        self.k_norm = RMSNorm(hidden, eps)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, N, C]; y: [B, L, C] caption tokens; mask: [B, L] (1 = valid) or None."""
+        b, n, c = x.shape
+        q = self.q_norm(self.q_linear(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, heads, N, d)
+        k, v = self.kv_linear(y).view(b, -1, 2, c).unbind(2)                          # (B, L, C) each
+        k = self.k_norm(k).view(b, -1, self.heads, c // self.heads).transpose(1, 2)
+        v = v.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
+        attn_mask = None if mask is None else mask.bool()[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class ConvLayer(nn.Module):
+    """A 2-D conv wrapped as `.conv` so the checkpoint keys read mlp.inverted_conv.conv.weight etc."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, groups: int = 1, bias: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class GLUMBConvTemp(nn.Module):
+    """Per-frame gated inverted-bottleneck conv, then a residual temporal conv across frames.
+
+    The temporal conv (kernel 3, zero-initialised when trained from scratch) mixes each frame with its
+    neighbours. Bidirectionally it sees frames t-1..t+1 of the clip. Chunk-causally it sees the previous
+    chunk's last frame on the left and zeros past the end of its own chunk, so a streamed chunk only
+    needs the last pre-conv frame of the previous chunk (`tail`).
+    """
+
+    def __init__(self, hidden: int, mlp_hidden: int, t_kernel: int = 3):
+        super().__init__()
+        if t_kernel != 3:
+            raise ValueError(f"the temporal conv supports kernel 3 (one frame each side), got {t_kernel}")
+        self.inverted_conv = ConvLayer(hidden, 2 * mlp_hidden, 1)
+        self.depth_conv = ConvLayer(2 * mlp_hidden, 2 * mlp_hidden, 3, groups=2 * mlp_hidden)
+        self.point_conv = ConvLayer(mlp_hidden, hidden, 1, bias=False)
+        self.t_conv = nn.Conv2d(hidden, hidden, kernel_size=(t_kernel, 1), padding=(t_kernel // 2, 0), bias=False)
+
+    def spatial(self, x: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+        """[B, T*h*w, C] -> [B, C, T, h*w]: the per-frame part, before the temporal conv."""
+        b, n, c = x.shape
+        y = x.reshape(b * frames, h, w, c).permute(0, 3, 1, 2)  # (B*T, C, h, w)
+        y = self.depth_conv(F.silu(self.inverted_conv(y)))
+        a, g = y.chunk(2, dim=1)
+        y = self.point_conv(a * F.silu(g))                     # (B*T, C, h, w)
+        return y.reshape(b, frames, c, h * w).permute(0, 2, 1, 3)
+
+    def temporal(self, y: torch.Tensor, chunks: list[int] | None, tail: torch.Tensor | None) -> torch.Tensor:
+        """y: [B, C, T, S] -> y + t_conv(y). chunks=None: the whole clip; else chunk-causal with `tail` [B, C, 1, S]."""
+        if chunks is None:
+            return y + self.t_conv(y)
+        w = self.t_conv.weight  # (C, C, 3, 1)
+        prev = torch.cat([tail if tail is not None else torch.zeros_like(y[:, :, :1]), y[:, :, :-1]], dim=2)
+        nxt = torch.cat([y[:, :, 1:], torch.zeros_like(y[:, :, :1])], dim=2)
+        ends = torch.zeros(y.shape[2], dtype=torch.bool, device=y.device)
+        ends[torch.tensor(chunks, device=y.device).cumsum(0) - 1] = True
+        nxt = nxt.masked_fill(ends[None, None, :, None], 0.0)  # zero right context at each chunk end
+        mix = torch.einsum("oi,bitn->botn", w[:, :, 0, 0], prev) + torch.einsum("oi,bitn->botn", w[:, :, 1, 0], y)
+        return y + mix + torch.einsum("oi,bitn->botn", w[:, :, 2, 0], nxt)
+
+    def forward(self, x: torch.Tensor, frames: int, h: int, w: int, chunks: list[int] | None = None,
+                tail: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        y = self.temporal(self.spatial(x, frames, h, w), chunks, tail)  # (B, C, T, S)
+        return y.permute(0, 2, 3, 1).reshape(b, n, c)
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm, per-frame shift/scale from the table plus the raw timestep embedding, Linear to patch outputs."""
+
+    def __init__(self, hidden: int, patch: tuple[int, int, int], out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden, math.prod(patch) * out_channels)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, hidden) / hidden**0.5)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: [B, T*S, C]; t: [B, T, C] raw timestep embedding per frame."""
+        b, n, c = x.shape
+        frames = t.shape[1]
+        shift, scale = (self.scale_shift_table[None, None] + t[:, :, None]).unbind(2)  # (B, T, C) each
+        y = self.norm_final(x).view(b, frames, -1, c) * (1 + scale[:, :, None]) + shift[:, :, None]
+        return self.linear(y.view(b, n, c))
