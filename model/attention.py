@@ -5,10 +5,14 @@ The two kinds share parameter names (the softmax blocks only lack the short conv
 branches on type. Layers own parameters; the maths lives in `model/gdn.py`, `model/rope.py` and
 `model/camera.py`.
 
-Time layouts, given by `AttnContext.chunks`:
-- None: bidirectional over the whole clip (the released bidirectional model);
-- [c0, c1, ...]: chunk-causal (training and streaming): a token sees its own chunk fully and all earlier
-  chunks; GDN runs its forward scan across chunks and its backward scan inside each chunk.
+Time layouts (`AttnContext`):
+- bidirectional: every token sees the whole clip (the released bidirectional model);
+- chunk-causal, full sequence (training): a token sees its own chunk and earlier ones. GDN scans forward
+  across chunks and backward inside each chunk; a softmax query chunk sees the sink chunk (chunk 0) and the
+  `window` most recent chunks, as listed by its `SoftmaxPlan`;
+- streaming (`cache` given): one chunk, with everything earlier read from the block's `BlockCache`. The
+  denoising passes only read it; the clean pass (`write=True`) writes states, tails and K/V slots.
+Both chunk-causal forms use the same plans and positions, so streaming equals the full forward.
 """
 
 from __future__ import annotations
@@ -24,18 +28,35 @@ from .camera import UCPETransforms, apply_ucpe, post_ucpe_renorm
 from .config import WorldModelConfig
 from .layers import RMSNorm
 from .rope import apply_rope
+from .state import BlockCache
+
+
+@dataclass
+class SoftmaxPlan:
+    """Keys and RoPE tables for one query chunk of a chunk-causal softmax block."""
+
+    q_tokens: slice                       # the query chunk's tokens in this call
+    key_tokens: torch.Tensor | None       # [Nk] token indices of its keys in this call (None: streaming)
+    q_rope: torch.Tensor                  # [B|1, Nq, D/2] complex
+    k_rope: torch.Tensor                  # [B|1, Nk, D/2] complex (streaming: cache slots then the chunk)
+    q_cam_rope: torch.Tensor | None       # [B|1, Nq, D/4]
+    k_cam_rope: torch.Tensor | None       # [B|1, Nk, D/4]
+    key_valid: torch.Tensor | None = None  # [B, Nk] bool (streaming: empty slots are False)
 
 
 @dataclass
 class AttnContext:
     """What every block's attention needs to know about the tokens of this call (shared by all blocks)."""
 
-    frames: int                          # latent frames T in this call
-    grid: tuple[int, int]                # token grid (h, w); S = h * w tokens per frame
-    rope: torch.Tensor                   # [T*S, D/2] complex, absolute frame positions
-    chunks: list[int] | None = None      # None: bidirectional; else chunk-causal layout (sums to T)
-    cam: UCPETransforms | None = None    # per-token ray transforms; None disables the camera branch
-    cam_rope: torch.Tensor | None = None  # [T*S, D/4] complex, reduced table for the camera branch
+    frames: int                            # latent frames T in this call
+    grid: tuple[int, int]                  # token grid (h, w); S = h * w tokens per frame
+    rope: torch.Tensor                     # [B|1, T*S, D/2] complex, absolute frame positions (GDN, bidirectional)
+    chunks: list[int] | None = None        # None: bidirectional; else the chunk-causal layout of this call
+    cam: UCPETransforms | None = None      # per-token ray transforms; None disables the camera branch
+    cam_rope: torch.Tensor | None = None   # [B|1, T*S, D/4] complex
+    plans: list[SoftmaxPlan] | None = None  # chunk-causal softmax key sets (one per query chunk)
+    write_slot: torch.Tensor | None = None  # [B] int64 KV slot each world's chunk goes to (streaming)
+    slot_sizes: tuple[int, ...] = ()        # tokens per KV slot (streaming)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -52,13 +73,6 @@ class ShortConv(nn.Module):
         self.weight = nn.Parameter(w)
 
 
-def chunk_causal_mask(chunks: list[int], tokens_per_frame: int, device) -> torch.Tensor:
-    """[N, N] bool, True where query token may attend key token: chunk(q) >= chunk(k)."""
-    ids = torch.repeat_interleave(torch.arange(len(chunks), device=device),
-                                  torch.tensor(chunks, device=device) * tokens_per_frame)
-    return ids[:, None] >= ids[None, :]
-
-
 def _sdpa(q, k, v, mask, bf16: bool, pad_to: int | None = None):
     """SDPA on [B, H, N, D]; optional bf16 cast (as published for fp32 inputs) and zero head-dim padding.
 
@@ -73,6 +87,17 @@ def _sdpa(q, k, v, mask, bf16: bool, pad_to: int | None = None):
         q, k, v = (F.pad(t, (0, pad_to - d)) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out[..., :d].to(dtype)
+
+
+def _write_slots(buf: torch.Tensor, new: torch.Tensor, ctx: AttnContext) -> None:
+    """Write each world's chunk [B, H, n, D] into its KV slot of `buf` [B, H, L, D], in place, no host sync."""
+    start = 0
+    for j, size in enumerate(ctx.slot_sizes):
+        if size == new.shape[2]:
+            sel = (ctx.write_slot == j).view(-1, 1, 1, 1)
+            part = buf[:, :, start:start + size]
+            part.copy_(torch.where(sel, new.to(buf.dtype), part))
+        start += size
 
 
 class SanaWMAttention(nn.Module):
@@ -124,21 +149,24 @@ class SanaWMAttention(nn.Module):
 
     def _frames(self, x: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         b, h, n, d = x.shape
-        return x.view(b, h, ctx.frames, ctx.tokens_per_frame, d)  # (B, H, N, D) -> (B, H, T, S, D)
+        return x.reshape(b, h, ctx.frames, ctx.tokens_per_frame, d)  # (B, H, N, D) -> (B, H, T, S, D)
 
     @staticmethod
     def _merge(x: torch.Tensor) -> torch.Tensor:
         b, h, n, d = x.shape
         return x.transpose(1, 2).reshape(b, n, h * d)  # (B, H, N, D) -> (B, N, C)
 
-    def _conv(self, x: torch.Tensor, conv: ShortConv, ctx: AttnContext, cross_chunk: bool) -> torch.Tensor:
-        """Temporal short conv of [B, N, C] keys along frames."""
+    def _conv(self, x, conv: ShortConv, ctx: AttnContext, cross_chunk: bool, cache: BlockCache | None, write: bool):
+        """Temporal short conv of [B, N, C] keys along frames; the main branch carries a tail across chunks."""
         b, n, c = x.shape
         xt = x.view(b, ctx.frames, ctx.tokens_per_frame, c)
         if ctx.chunks is None:
             y = gdn.short_conv_bidirectional(xt, conv.weight)
         else:
-            y, _ = gdn.short_conv_chunk_causal(xt, conv.weight, ctx.chunks, cross_chunk=cross_chunk)
+            tail = cache.k_tail if (cache is not None and cross_chunk) else None
+            y, new_tail = gdn.short_conv_chunk_causal(xt, conv.weight, ctx.chunks, tail=tail, cross_chunk=cross_chunk)
+            if write and cache is not None and cross_chunk:
+                cache.k_tail.copy_(new_tail)
         return y.reshape(b, n, c).to(x.dtype)
 
     def _gates(self, x: torch.Tensor, ctx: AttnContext) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,11 +181,17 @@ class SanaWMAttention(nn.Module):
     def _key_scale(self, ctx: AttnContext) -> float:
         return (self.head_dim ** -0.5) * (ctx.tokens_per_frame ** -0.5)
 
-    # ------------------------------------------------------------------ branches
-    def _main_gdn(self, x, ctx, beta, gamma):
+    def _cam_pad(self) -> int | None:
+        d = self.head_dim
+        if self.cfg.cam_sdpa_pad and d < 256 and d not in (32, 64, 128):
+            return 128 if d <= 128 else 256
+        return None
+
+    # ------------------------------------------------------------------ GDN branches
+    def _main_gdn(self, x, ctx, beta, gamma, cache, write):
         b, n, c = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        k = self._conv(k, self.conv_k, ctx, cross_chunk=True)
+        k = self._conv(k, self.conv_k, ctx, cross_chunk=True, cache=cache, write=write)
         q = F.relu(self.q_norm(q))
         k = F.relu(self.k_norm(k)) * self._key_scale(ctx)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
@@ -165,58 +199,106 @@ class SanaWMAttention(nn.Module):
         args = [self._frames(t, ctx) for t in (q, k, v, q_rot, k_rot)]
         if ctx.chunks is None:
             out = gdn.gdn_bidirectional(*args, beta, gamma, eps=self.cfg.gdn_eps)
-        else:
+        elif cache is None:
             out, _, _ = gdn.gdn_chunk_causal(*args, beta, gamma, chunks=ctx.chunks, eps=self.cfg.gdn_eps)
+        else:
+            out, s_kv, s_z = gdn.gdn_chunk_step(*args, beta, gamma, s_kv=cache.s_kv, s_z=cache.s_z,
+                                                eps=self.cfg.gdn_eps)
+            if write:
+                cache.s_kv.copy_(s_kv)
+                cache.s_z.copy_(s_z)
         return self._merge(out.reshape(b, self.heads, n, self.head_dim))
 
-    def _main_softmax(self, x, ctx, mask):
+    def _cam_gdn(self, q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write):
+        b, h, n, d = q.shape
+        beta_cam = gdn.cam_beta_discount(beta, self._frames(k, ctx), self._frames(kc, ctx))
+        args = [self._frames(t, ctx) for t in (qc, kc, vc)]
+        if ctx.chunks is None:
+            out = gdn.cam_delta_bidirectional(*args, beta_cam, gamma)
+        elif cache is None:
+            out, _ = gdn.cam_delta_chunk_causal(*args, beta_cam, gamma, chunks=ctx.chunks)
+        else:
+            out, s = gdn.cam_delta_chunk_step(*args, beta_cam, gamma, s=cache.s_cam)
+            if write:
+                cache.s_cam.copy_(s)
+        return out.reshape(b, h, n, d)
+
+    # ------------------------------------------------------------------ softmax branches
+    def _softmax_chunked(self, q, k, v, ctx, cam: bool, cache, write):
+        """Chunk-causal softmax over the plans: q, k, v [B, H, N, D] without RoPE (camera: UCPE matrix applied)."""
+        outs = []
+        for plan in ctx.plans:
+            qs = q[:, :, plan.q_tokens]
+            if plan.key_tokens is None:  # streaming: cached slots then this chunk
+                ks = torch.cat([cache.kc if cam else cache.k, k], dim=2)
+                vs = torch.cat([cache.vc if cam else cache.v, v], dim=2)
+            else:
+                ks, vs = k[:, :, plan.key_tokens], v[:, :, plan.key_tokens]
+            if cam:  # UCPE rotates the second half of q, k and v by the camera RoPE
+                half = self.head_dim // 2
+                qs = torch.cat([qs[..., :half], apply_rope(qs[..., half:], plan.q_cam_rope)], -1)
+                ks = torch.cat([ks[..., :half], apply_rope(ks[..., half:], plan.k_cam_rope)], -1)
+                vs = torch.cat([vs[..., :half], apply_rope(vs[..., half:], plan.k_cam_rope)], -1)
+            else:
+                qs, ks = apply_rope(qs, plan.q_rope), apply_rope(ks, plan.k_rope)
+            mask = None if plan.key_valid is None else plan.key_valid[:, None, None, :]
+            outs.append(_sdpa(qs, ks, vs, mask, bf16=self.cfg.softmax_bf16, pad_to=self._cam_pad() if cam else None))
+        if cache is not None and write:  # after reading: the clean pass sees exactly what the denoising passes saw
+            _write_slots(cache.kc if cam else cache.k, k, ctx)
+            _write_slots(cache.vc if cam else cache.v, v, ctx)
+        return torch.cat(outs, dim=2)
+
+    def _main_softmax(self, x, ctx, cache, write):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         q, k, v = self._heads(self.q_norm(q)), self._heads(self.k_norm(k)), self._heads(v)
-        q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
-        return self._merge(_sdpa(q, k, v, mask, bf16=self.cfg.softmax_bf16))
+        if ctx.chunks is None:
+            q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
+            return self._merge(_sdpa(q, k, v, None, bf16=self.cfg.softmax_bf16))
+        return self._merge(self._softmax_chunked(q, k, v, ctx, cam=False, cache=cache, write=write))
 
-    def _camera(self, x, ctx, beta, gamma, mask):
-        b, n, c = x.shape
+    # ------------------------------------------------------------------ camera branch
+    def _camera(self, x, ctx, beta, gamma, cache, write):
         q, k, v = self.q_proj_cam(x), self.k_proj_cam(x), self.v_proj_cam(x)
         if not self.softmax:
             # In streaming the camera conv has no cross-chunk context, so chunk-causal mode matches it.
-            k = self._conv(k, self.conv_k_cam, ctx, cross_chunk=False)
+            k = self._conv(k, self.conv_k_cam, ctx, cross_chunk=False, cache=None, write=False)
         q, k = self.q_norm_cam(q), self.k_norm_cam(k)
         if not self.softmax:
             q, k = F.relu(q), F.relu(k) * self._key_scale(ctx)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        qc = apply_ucpe(q, ctx.cam, "q", ctx.cam_rope)
-        kc = apply_ucpe(k, ctx.cam, "kv", ctx.cam_rope)
-        vc = apply_ucpe(v, ctx.cam, "kv", ctx.cam_rope)
-        if self.cfg.cam_post_renorm:
+        chunked_softmax = self.softmax and ctx.chunks is not None
+        rope = None if chunked_softmax else ctx.cam_rope  # chunked softmax rotates at read time (plans)
+        qc = apply_ucpe(q, ctx.cam, "q", rope)
+        kc = apply_ucpe(k, ctx.cam, "kv", rope)
+        vc = apply_ucpe(v, ctx.cam, "kv", rope)
+        if self.cfg.cam_post_renorm:  # RoPE preserves norms, so renorm before or after it is the same
             qc, kc, vc = post_ucpe_renorm(qc, q), post_ucpe_renorm(kc, k), post_ucpe_renorm(vc, v)
-        if self.softmax:
-            d = self.head_dim
-            pad = (128 if d <= 128 else 256) if self.cfg.cam_sdpa_pad and d < 256 and d not in (32, 64, 128) else None
-            out = _sdpa(qc, kc, vc, mask, bf16=self.cfg.softmax_bf16, pad_to=pad)
+        if not self.softmax:
+            out = self._cam_gdn(q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write).to(x.dtype)
+        elif chunked_softmax:
+            out = self._softmax_chunked(qc, kc, vc, ctx, cam=True, cache=cache, write=write)
         else:
-            beta_cam = gdn.cam_beta_discount(beta, self._frames(k, ctx), self._frames(kc, ctx))
-            args = [self._frames(t, ctx) for t in (qc, kc, vc)]
-            if ctx.chunks is None:
-                out = gdn.cam_delta_bidirectional(*args, beta_cam, gamma)
-            else:
-                out, _ = gdn.cam_delta_chunk_causal(*args, beta_cam, gamma, chunks=ctx.chunks)
-            out = out.reshape(b, self.heads, n, self.head_dim).to(x.dtype)
-        out = apply_ucpe(out, ctx.cam, "out", ctx.cam_rope)
+            out = _sdpa(qc, kc, vc, None, bf16=self.cfg.softmax_bf16, pad_to=self._cam_pad())
+        if chunked_softmax:  # inverse camera RoPE at each query's own (plan) position
+            out = apply_ucpe(out, ctx.cam, "out", None)
+            half = self.head_dim // 2
+            parts = [apply_rope(out[:, :, p.q_tokens, half:], p.q_cam_rope, inverse=True) for p in ctx.plans]
+            out = torch.cat([out[..., :half], torch.cat(parts, dim=2)], dim=-1)
+        else:
+            out = apply_ucpe(out, ctx.cam, "out", ctx.cam_rope)
         return self.out_proj_cam(self._merge(out))
 
-    def forward(self, x: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
-        """x: [B, T*S, C] modulated block input -> [B, T*S, C]."""
-        mask = None
-        if self.softmax and ctx.chunks is not None:
-            mask = chunk_causal_mask(ctx.chunks, ctx.tokens_per_frame, x.device)
+    def forward(self, x: torch.Tensor, ctx: AttnContext, cache: BlockCache | None = None,
+                write: bool = False) -> torch.Tensor:
+        """x: [B, T*S, C] modulated block input -> [B, T*S, C]. With `cache`, stream one chunk (write on the
+        clean pass)."""
         beta = gamma = None
         if self.softmax:
-            out = self._main_softmax(x, ctx, mask)
+            out = self._main_softmax(x, ctx, cache, write)
         else:
             beta, gamma = self._gates(x, ctx)
-            out = self._main_gdn(x, ctx, beta, gamma).to(x.dtype)
+            out = self._main_gdn(x, ctx, beta, gamma, cache, write).to(x.dtype)
         if ctx.cam is not None:
-            out = out + self._camera(x, ctx, beta, gamma, mask)
+            out = out + self._camera(x, ctx, beta, gamma, cache, write)
         out = out.float() * F.silu(self.output_gate(x).float())
         return self.proj(out.to(x.dtype))

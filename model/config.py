@@ -45,6 +45,7 @@ class WorldModelConfig:
     denoise_timesteps: tuple[int, ...] = (1000, 960, 889, 727, 0)
     sink_chunks: int = 1              # softmax KV: the first chunk is kept forever...
     window_chunks: int = 1            # ...plus this many most recent chunks
+    rope_window: bool = False         # softmax RoPE positions relative to the window (bounded) instead of absolute
     vae: str = "ltx2"                 # "ltx2" (local diffusers folder) or the name of a CausalVAEConfig preset
 
     def __post_init__(self):
@@ -115,13 +116,13 @@ PRESETS: dict[str, WorldModelConfig] = {
         name="tiny", in_channels=16, hidden_size=256, depth=8, num_heads=4, patch_size=(1, 2, 2),
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
-        cam_sdpa_pad=False, softmax_bf16=False,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=8, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
         caption_channels=16, caption_len=4, height=32, width=32, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=2, vae="micro",
-        cam_sdpa_pad=False, softmax_bf16=False,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
     ),
 }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rope_axis_sizes", "rope_freqs", "cam_rope_freqs", "apply_rope"]
+__all__ = ["rope_axis_sizes", "rope_freqs", "cam_rope_freqs", "rope_at", "apply_rope"]
 
 
 def rope_axis_sizes(head_dim: int) -> tuple[int, int, int]:
@@ -116,6 +116,26 @@ def cam_rope_freqs(
     if any(k > f for k, f in zip(keep, full)):
         raise ValueError(f"reduced axis sizes {keep} exceed the full table's {full} for head_dim {head_dim}")
     return _grid_table(tuple(zip(full, keep)), frames, height, width, frame_offset, theta, device, dtype)
+
+
+def rope_at(head_dim: int, frame_pos: torch.Tensor, height: int, width: int, cam: bool = False,
+            theta: float = 1e4, dtype: torch.dtype = torch.complex64) -> torch.Tensor:
+    """Tables for arbitrary per-world frame positions: frame_pos [B, F] -> [B, F*height*width, n] complex.
+
+    The same rows `rope_freqs` (cam=False, n = head_dim // 2) or `cam_rope_freqs` (cam=True, n = head_dim // 4)
+    give for those frames; positions are device tensors, so streaming needs no host sync to build them.
+    """
+    full = rope_axis_sizes(head_dim)
+    keep = rope_axis_sizes(head_dim // 2) if cam else full
+    b, f = frame_pos.shape
+    dev = frame_pos.device
+    ang_t = _axis_angles(full[0], frame_pos.reshape(-1), theta)[:, : keep[0]].view(b, f, 1, 1, keep[0])
+    ang_h = _axis_angles(full[1], torch.arange(height, device=dev), theta)[:, : keep[1]].view(1, 1, height, 1, -1)
+    ang_w = _axis_angles(full[2], torch.arange(width, device=dev), theta)[:, : keep[2]].view(1, 1, 1, width, -1)
+    ang = torch.cat([ang_t.expand(b, f, height, width, -1), ang_h.expand(b, f, height, width, -1),
+                     ang_w.expand(b, f, height, width, -1)], dim=-1)                  # [B, F, H, W, n]
+    ang = ang.reshape(b, f * height * width, -1)
+    return torch.polar(torch.ones_like(ang), ang).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor, inverse: bool = False) -> torch.Tensor:

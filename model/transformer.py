@@ -15,11 +15,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import AttnContext, SanaWMAttention
+from .attention import AttnContext, SanaWMAttention, SoftmaxPlan
 from .camera import ray_transforms
 from .config import WorldModelConfig
 from .layers import CaptionEmbedder, CrossAttention, FinalLayer, GLUMBConvTemp, PatchEmbed, RMSNorm, TimestepEmbedder
-from .rope import cam_rope_freqs, rope_freqs
+from .rope import rope_at
+from .state import BlockCache
 
 
 class SanaWMBlock(nn.Module):
@@ -40,8 +41,12 @@ class SanaWMBlock(nn.Module):
         self.mlp = GLUMBConvTemp(c, cfg.mlp_hidden, cfg.temporal_kernel)
         self.scale_shift_table = nn.Parameter(torch.randn(6, c) / c**0.5)
 
-    def forward(self, x, y, y_mask, t0, ctx: AttnContext, plucker: torch.Tensor | None):
-        """x: [B, T*S, C]; y: [B, L, C]; y_mask: [B, L]; t0: [B, T, 6, C]; plucker: [B, T*S, C] or None."""
+    def forward(self, x, y, y_mask, t0, ctx: AttnContext, plucker: torch.Tensor | None,
+                cache: BlockCache | None = None, write: bool = False):
+        """x: [B, T*S, C]; y: [B, L, C]; y_mask: [B, L]; t0: [B, T, 6, C]; plucker: [B, T*S, C] or None.
+
+        With `cache`, this is one streamed chunk; `write` (the clean pass) updates the cache in place.
+        """
         b, n, c = x.shape
         frames, s = ctx.frames, ctx.tokens_per_frame
         mod = (self.scale_shift_table[None, None] + t0).unsqueeze(3)  # (B, T, 6, 1, C)
@@ -52,7 +57,7 @@ class SanaWMBlock(nn.Module):
 
         # 1.
         x_in = (per_frame(self.norm1(x)) * (1 + scale_msa) + shift_msa).view(b, n, c)
-        x = x + (gate_msa * per_frame(self.attn(x_in, ctx))).view(b, n, c)
+        x = x + (gate_msa * per_frame(self.attn(x_in, ctx, cache, write))).view(b, n, c)
         # 2.
         if plucker is not None:
             x = x + self.plucker_proj(plucker)
@@ -61,7 +66,11 @@ class SanaWMBlock(nn.Module):
         # 4.
         x_mlp = (per_frame(self.norm2(x)) * (1 + scale_mlp) + shift_mlp).view(b, n, c)
         h, w = ctx.grid
-        out = self.mlp(x_mlp, frames, h, w, chunks=ctx.chunks)
+        y_sp = self.mlp.spatial(x_mlp, frames, h, w)                       # (B, C, T, S) before the temporal conv
+        out = self.mlp.temporal(y_sp, ctx.chunks, cache.ffn_tail if cache is not None else None)
+        if write and cache is not None:
+            cache.ffn_tail.copy_(y_sp[:, :, -1:])
+        out = out.permute(0, 2, 3, 1).reshape(b, n, c)
         return x + (gate_mlp * per_frame(out)).view(b, n, c)
 
 
@@ -114,19 +123,101 @@ class SanaWMTransformer(nn.Module):
         y = self.y_embedder.y_embedding[None].expand(batch, -1, -1)
         return y, torch.ones(batch, y.shape[1], dtype=torch.bool, device=y.device)
 
+    # ------------------------------------------------------------------ time layout
+    def chunk_first_frame(self, c: torch.Tensor) -> torch.Tensor:
+        """First latent frame of chunk c in the streaming layout [1, T_c, T_c, ...] (chunk 0 = the image latent)."""
+        return torch.where(c <= 0, torch.zeros_like(c), 1 + (c - 1) * self.cfg.chunk_frames)
+
+    def _positions(self, key_chunks: torch.Tensor, cur: torch.Tensor, first_frame) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE frame positions of key chunks [B, n] and of the query chunk [B] for softmax attention.
+
+        `first_frame` maps chunk indices to their first latent frame. Absolute (published) unless `rope_window`:
+        then the frames between the sink and the oldest window chunk are skipped, so the window sits right after
+        the sink, keys keep their distance to the query, and positions stay inside what training covered.
+        """
+        f_cur, f_key = first_frame(cur), first_frame(key_chunks)
+        if not self.cfg.rope_window:
+            return f_key, f_cur
+        oldest = torch.clamp(cur - self.cfg.window_chunks, min=1)
+        gap = torch.where(cur >= 1, first_frame(oldest) - first_frame(torch.ones_like(cur)), torch.zeros_like(cur))
+        return torch.where(key_chunks == 0, f_key, f_key - gap[:, None]), f_cur - gap
+
+    def _frame_positions(self, first: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """[B, n] first frames of n chunks of the given sizes -> [B, sum(sizes)] per-frame positions."""
+        return torch.cat([first[:, i:i + 1] + torch.arange(sz, device=first.device) for i, sz in enumerate(sizes)], 1)
+
+    def _full_plans(self, chunks: list[int], device) -> list[SoftmaxPlan]:
+        """Key sets of a full chunk-causal sequence: each query chunk sees the sink (chunk 0), the `window` most
+        recent earlier chunks, and itself."""
+        s, d, w = self.cfg.tokens_per_frame, self.cfg.head_dim, self.cfg.window_chunks
+        gh, gw = self.cfg.token_hw
+        starts = torch.tensor([0] + torch.tensor(chunks).cumsum(0).tolist(), device=device)  # len(chunks) + 1
+
+        def first_frame(c):
+            return starts[c]
+
+        plans = []
+        for c in range(len(chunks)):
+            keys = [0] + list(range(max(1, c - w), c + 1)) if c > 0 else [0]
+            kpos, qpos = self._positions(torch.tensor([keys], device=device), torch.tensor([c], device=device),
+                                         first_frame)
+            kframes = self._frame_positions(kpos, [chunks[j] for j in keys])
+            qframes = self._frame_positions(qpos[:, None], [chunks[c]])
+            tokens = torch.cat([torch.arange(int(starts[j]) * s, (int(starts[j]) + chunks[j]) * s, device=device)
+                                for j in keys])
+            q0 = int(starts[c]) * s
+            plans.append(SoftmaxPlan(
+                q_tokens=slice(q0, q0 + chunks[c] * s), key_tokens=tokens,
+                q_rope=rope_at(d, qframes, gh, gw), k_rope=rope_at(d, kframes, gh, gw),
+                q_cam_rope=rope_at(d, qframes, gh, gw, cam=True), k_cam_rope=rope_at(d, kframes, gh, gw, cam=True)))
+        return plans
+
+    def _stream_plan(self, chunk_index: torch.Tensor, slot_chunk: torch.Tensor, frames: int):
+        """The one key set of a streamed chunk: KV slots [sink | window ring] then the chunk itself."""
+        gh, gw = self.cfg.token_hw
+        d, s, tc = self.cfg.head_dim, self.cfg.tokens_per_frame, self.cfg.chunk_frames
+        slot_sizes = [1] + [tc] * self.cfg.window_chunks                      # frames per slot
+        kpos, qpos = self._positions(slot_chunk.clamp_min(0), chunk_index, self.chunk_first_frame)
+        qframes = self._frame_positions(qpos[:, None], [frames])
+        kframes = torch.cat([self._frame_positions(kpos, slot_sizes), qframes], 1)
+        valid = torch.cat([(slot_chunk >= 0).repeat_interleave(torch.tensor(slot_sizes, device=slot_chunk.device) * s,
+                                                               dim=1),
+                           torch.ones(slot_chunk.shape[0], frames * s, dtype=torch.bool, device=slot_chunk.device)], 1)
+        plan = SoftmaxPlan(q_tokens=slice(0, frames * s), key_tokens=None,
+                           q_rope=rope_at(d, qframes, gh, gw), k_rope=rope_at(d, kframes, gh, gw),
+                           q_cam_rope=rope_at(d, qframes, gh, gw, cam=True),
+                           k_cam_rope=rope_at(d, kframes, gh, gw, cam=True), key_valid=valid)
+        write_slot = torch.where(chunk_index <= 0, torch.zeros_like(chunk_index),
+                                 1 + (chunk_index - 1) % self.cfg.window_chunks)
+        return plan, write_slot, tuple(sz * s for sz in slot_sizes)
+
     def context(self, frames: int, camera_conditions: torch.Tensor | None, chunks: list[int] | None,
-                frame_offset: int, device) -> AttnContext:
-        """The per-call attention context (RoPE tables, UCPE transforms, time layout), shared by all blocks."""
+                frame_offset: int | torch.Tensor, device, stream: tuple[torch.Tensor, torch.Tensor] | None = None,
+                batch: int = 1) -> AttnContext:
+        """The per-call attention context (RoPE tables, UCPE transforms, time layout), shared by all blocks.
+
+        stream: (chunk_index [B], slot_chunk [B, 1+W]) to stream one chunk against a cache.
+        """
         gh, gw = self.cfg.token_hw
         d = self.cfg.head_dim
-        rope = rope_freqs(d, frames, gh, gw, frame_offset=frame_offset, device=device)
-        cam = cam_rope = None
-        if camera_conditions is not None:
-            cam = ray_transforms(camera_conditions, gh, gw, patch_size=self.cfg.patch_size[1])
-            cam_rope = cam_rope_freqs(d, frames, gh, gw, frame_offset=frame_offset, device=device)
         if chunks is not None and sum(chunks) != frames:
             raise ValueError(f"chunks {chunks} must sum to the number of latent frames {frames}")
-        return AttnContext(frames=frames, grid=(gh, gw), rope=rope, chunks=chunks, cam=cam, cam_rope=cam_rope)
+        if stream is not None:
+            chunk_index, slot_chunk = stream
+            first = self.chunk_first_frame(chunk_index)[:, None]                  # (B, 1)
+        else:
+            first = torch.full((batch if torch.is_tensor(frame_offset) else 1, 1), 0, device=device) + frame_offset
+        pos = first + torch.arange(frames, device=device)[None]                  # (B|1, T) absolute frames
+        ctx = AttnContext(frames=frames, grid=(gh, gw), rope=rope_at(d, pos, gh, gw), chunks=chunks)
+        if camera_conditions is not None:
+            ctx.cam = ray_transforms(camera_conditions, gh, gw, patch_size=self.cfg.patch_size[1])
+            ctx.cam_rope = rope_at(d, pos, gh, gw, cam=True)
+        if stream is not None:
+            plan, ctx.write_slot, ctx.slot_sizes = self._stream_plan(chunk_index, slot_chunk, frames)
+            ctx.plans = [plan]
+        elif chunks is not None:
+            ctx.plans = self._full_plans(chunks, device)
+        return ctx
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]."""
@@ -140,14 +231,17 @@ class SanaWMTransformer(nn.Module):
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, camera_conditions: torch.Tensor | None = None,
                 plucker: torch.Tensor | None = None, caption: torch.Tensor | None = None,
                 caption_mask: torch.Tensor | None = None, chunks: list[int] | None = None,
-                frame_offset: int = 0) -> torch.Tensor:
+                frame_offset: int = 0, cache: list[BlockCache] | None = None, write: bool = False,
+                stream: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Velocity for latents.
 
         latents: [B, C_lat, T, h, w]; timestep: [B, T] per frame, 0..1000 (truncated to integers, as published);
         camera_conditions: [B, T, 20] (relative c2w + latent intrinsics, see camera.py) or None;
         plucker: [B, 6*vae_temporal, T, h, w] or None; caption: [B, L, caption_channels] or None (null caption);
         caption_mask: [B, L] (1 = valid); chunks: None (bidirectional) or chunk-causal frame counts;
-        frame_offset: absolute index of the first latent frame (RoPE positions in streaming).
+        frame_offset: absolute index of the first latent frame;
+        cache / write / stream: stream one chunk (chunks=[T]) against per-block caches; `stream` is
+        (chunk_index [B], slot_chunk [B, 1+W]) from the WorldState; `write` on the clean pass.
         Returns [B, C_lat, T, h, w].
         """
         cfg = self.cfg
@@ -159,7 +253,10 @@ class SanaWMTransformer(nn.Module):
             raise ValueError(f"timestep must be [B, T] = [{b}, {frames}], got {list(timestep.shape)}")
         # 1. Embeddings.
         x = self.x_embedder(latents)                                       # (B, N, C)
-        ctx = self.context(frames, camera_conditions, chunks, frame_offset, latents.device)
+        if cache is not None and (stream is None or chunks != [frames] or len(cache) != len(self.blocks)):
+            raise ValueError(f"streaming needs chunks=[T] = [{frames}], stream=(chunk_index, slot_chunk) and one "
+                             f"cache per block ({len(self.blocks)})")
+        ctx = self.context(frames, camera_conditions, chunks, frame_offset, latents.device, stream=stream, batch=b)
         plucker_emb = self.plucker_embedder(plucker.to(x.dtype)) if plucker is not None else None
         t = self.t_embedder(timestep.long().float().flatten())             # (B*T, C)
         t0 = self.t_block(t).view(b, frames, 6, -1)                        # (B, T, 6, C)
@@ -168,11 +265,12 @@ class SanaWMTransformer(nn.Module):
             caption, caption_mask = self.null_caption(b)
         y = self.attention_y_norm(self.y_embedder(caption.to(x.dtype)))   # (B, L, C)
         # 2. Blocks.
-        for blk in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
+        for i, blk in enumerate(self.blocks):
+            bc = cache[i] if cache is not None else None
+            if self.gradient_checkpointing and torch.is_grad_enabled() and bc is None:
                 x = checkpoint(blk, x, y, caption_mask, t0, ctx, plucker_emb, use_reentrant=False)
             else:
-                x = blk(x, y, caption_mask, t0, ctx, plucker_emb)
+                x = blk(x, y, caption_mask, t0, ctx, plucker_emb, bc, write)
         # 3. Output.
         return self.unpatchify(self.final_layer(x, t), frames)
 
