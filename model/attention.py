@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import gdn
-from .camera import UCPETransforms, apply_ucpe, post_ucpe_renorm
+from .camera import UCPETransforms, apply_ucpe_fast, post_ucpe_renorm
 from .config import WorldModelConfig
 from .layers import RMSNorm
 from .rope import apply_rope
@@ -53,6 +53,7 @@ class AttnContext:
     rope: torch.Tensor                     # [B|1, T*S, D/2] complex, absolute frame positions (GDN, bidirectional)
     chunks: list[int] | None = None        # None: bidirectional; else the chunk-causal layout of this call
     cam: UCPETransforms | None = None      # per-token ray transforms; None disables the camera branch
+    cam_mats: dict | None = None           # cam.role_matrices(): {"q", "kv", "out"} -> [B, 1, N, 4, 4]
     cam_rope: torch.Tensor | None = None   # [B|1, T*S, D/4] complex
     plans: list[SoftmaxPlan] | None = None  # chunk-causal softmax key sets (one per query chunk)
     write_slot: torch.Tensor | None = None  # [B] int64 KV slot each world's chunk goes to (streaming)
@@ -268,9 +269,10 @@ class SanaWMAttention(nn.Module):
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         chunked_softmax = self.softmax and ctx.chunks is not None
         rope = None if chunked_softmax else ctx.cam_rope  # chunked softmax rotates at read time (plans)
-        qc = apply_ucpe(q, ctx.cam, "q", rope)
-        kc = apply_ucpe(k, ctx.cam, "kv", rope)
-        vc = apply_ucpe(v, ctx.cam, "kv", rope)
+        mats = ctx.cam_mats
+        qc = apply_ucpe_fast(q, mats["q"], rope)
+        kc = apply_ucpe_fast(k, mats["kv"], rope)
+        vc = apply_ucpe_fast(v, mats["kv"], rope)
         if self.cfg.cam_post_renorm:  # RoPE preserves norms, so renorm before or after it is the same
             qc, kc, vc = post_ucpe_renorm(qc, q), post_ucpe_renorm(kc, k), post_ucpe_renorm(vc, v)
         if not self.softmax:
@@ -280,12 +282,12 @@ class SanaWMAttention(nn.Module):
         else:
             out = _sdpa(qc, kc, vc, None, bf16=self.cfg.softmax_bf16, pad_to=self._cam_pad())
         if chunked_softmax:  # inverse camera RoPE at each query's own (plan) position
-            out = apply_ucpe(out, ctx.cam, "out", None)
+            out = apply_ucpe_fast(out, mats["out"])
             half = self.head_dim // 2
             parts = [apply_rope(out[:, :, p.q_tokens, half:], p.q_cam_rope, inverse=True) for p in ctx.plans]
             out = torch.cat([out[..., :half], torch.cat(parts, dim=2)], dim=-1)
         else:
-            out = apply_ucpe(out, ctx.cam, "out", ctx.cam_rope)
+            out = apply_ucpe_fast(out, mats["out"], ctx.cam_rope, inverse=True)
         return self.out_proj_cam(self._merge(out))
 
     def forward(self, x: torch.Tensor, ctx: AttnContext, cache: BlockCache | None = None,

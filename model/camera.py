@@ -62,6 +62,11 @@ class UCPETransforms:
         t, gh, gw = self.grid
         return t * gh * gw
 
+    def role_matrices(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """{"q": P^T, "kv": P^-1, "out": P} as [B, 1, N, 4, 4] in `dtype`, for `apply_ucpe_fast` (once per step)."""
+        return {"q": self.P.transpose(-1, -2).unsqueeze(1).to(dtype), "kv": self.P_inv.unsqueeze(1).to(dtype),
+                "out": self.P.unsqueeze(1).to(dtype)}
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Checks
@@ -300,6 +305,17 @@ def apply_ucpe(x: torch.Tensor, tf: UCPETransforms, role: str, rope: torch.Tenso
     if rope is not None:
         rotated = apply_rope(rotated, rope, inverse=role == "out")
     return torch.cat([projected.to(x.dtype), rotated.to(x.dtype)], dim=-1)
+
+
+def apply_ucpe_fast(x: torch.Tensor, matrix: torch.Tensor, rope: torch.Tensor | None = None,
+                    inverse: bool = False) -> torch.Tensor:
+    """`apply_ucpe` with a precomputed role matrix ([B|1, 1, N, 4, 4] from `UCPETransforms.role_matrices`) and
+    no checks: the per-block hot path. `apply_ucpe` stays the reference; a test pits the two."""
+    half = x.shape[-1] // 2
+    groups = x[..., :half].unflatten(-1, (half // 4, 4))                                 # [B, H, N, G, 4]
+    projected = (groups.to(matrix.dtype) @ matrix.transpose(-1, -2)).flatten(-2)        # c <- M c per group
+    rotated = x[..., half:] if rope is None else apply_rope(x[..., half:], rope, inverse=inverse)
+    return torch.cat([projected.to(x.dtype), rotated], dim=-1)
 
 
 def post_ucpe_renorm(x_after: torch.Tensor, x_before: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -113,13 +113,15 @@ class WorldModelConfig:
 PRESETS: dict[str, WorldModelConfig] = {
     "sana-wm-1600m-720p": WorldModelConfig(name="sana-wm-1600m-720p"),
     "tiny": WorldModelConfig(
-        name="tiny", in_channels=16, hidden_size=256, depth=8, num_heads=4, patch_size=(1, 2, 2),
+        name="tiny", in_channels=16, hidden_size=192, depth=8, num_heads=4, patch_size=(1, 2, 2), mlp_ratio=2.0,
+        denoise_timesteps=(1000, 750, 0),
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
     ),
     "micro": WorldModelConfig(
-        name="micro", in_channels=8, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
+        name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
+        denoise_timesteps=(1000, 500, 0),
         caption_channels=16, caption_len=4, height=32, width=32, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=2, vae="micro",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,

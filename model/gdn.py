@@ -389,7 +389,29 @@ def gdn_chunk_step(q, k, v, q_rot, k_rot, beta, gamma, s_kv=None, s_z=None, eps=
         out: [B, H, T, S, D], and the forward state after the chunk s_kv: [B, H, D, D], s_z: [B, H, D].
     """
     _check_qkv("gdn_chunk_step", ("q", "k", "v", "q_rot", "k_rot"), (q, k, v, q_rot, k_rot))
+    if q.shape[2] == 1 and impl == "scan":  # one frame: no backward part; the direct update is cheapest
+        return _gdn_one_frame(*_prep_main("gdn_chunk_step", q, k, v, q_rot, k_rot, beta, gamma, s_kv, s_z), eps=eps)
     return gdn_chunk_causal(q, k, v, q_rot, k_rot, beta, gamma, [q.shape[2]], s_kv, s_z, eps=eps, impl=impl)
+
+
+def _gdn_one_frame(q, k, v, q_rot, k_rot, beta, gamma, s_kv, s_z, eps):
+    """A single-frame streaming step, written directly (the streaming hot path of 1-latent chunks).
+
+    Same maths as `gdn_naive` for T = 1: decay, one rank-S delta update of each stream, inclusive read-out.
+    q, k, v, q_rot, k_rot: [B, H, 1, S, D] -> out [B, H, 1, S, D], s_kv [B, H, D, D], s_z [B, H, D].
+    """
+    B, H, _, S, D = q.shape
+    q, k, v, q_rot, k_rot, beta = (t[:, :, 0] for t in (q, k, v, q_rot, k_rot, beta))  # [B, H, S, .]
+    g = gamma[:, :, 0, None, None]                                                     # [B, H, 1, 1]
+    s_kv = g * (s_kv if s_kv is not None else q.new_zeros(B, H, D, D))
+    s_z = g[..., 0] * (s_z if s_z is not None else q.new_zeros(B, H, D))
+    err = (v - k_rot @ s_kv.transpose(-1, -2)) * beta[..., None]                        # [B, H, S, D]
+    s_kv = s_kv + err.transpose(-1, -2) @ k_rot                                         # [B, H, D, D]
+    err_z = (1.0 - (k @ s_z[..., None])[..., 0]) * beta                                 # [B, H, S]
+    s_z = s_z + (err_z[..., None, :] @ k)[..., 0, :]                                    # [B, H, D]
+    num = q_rot @ s_kv.transpose(-1, -2)                                                # [B, H, S, D]
+    den = (q @ s_z[..., None])[..., 0]                                                  # [B, H, S]
+    return (num / (den[..., None] + eps))[:, :, None], s_kv, s_z
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -489,6 +511,13 @@ def cam_delta_chunk_step(q, k, v, beta, gamma, s=None, impl="scan"):
         out: [B, H, T, S, D], s: [B, H, D, D] after the chunk.
     """
     _check_qkv("cam_delta_chunk_step", ("q", "k", "v"), (q, k, v))
+    if q.shape[2] == 1 and impl == "scan":  # one frame: no backward part; the direct update is cheapest
+        q, k, v, beta, gamma, s = _prep_cam("cam_delta_chunk_step", q, k, v, beta, gamma, s)
+        B, H, _, S, D = q.shape
+        q, k, v, b = (t[:, :, 0] for t in (q, k, v, beta))                              # [B, H, S, .]
+        s = gamma[:, :, 0, None, None] * (s if s is not None else q.new_zeros(B, H, D, D))
+        s = s + ((v - k @ s.transpose(-1, -2)) * b[..., None]).transpose(-1, -2) @ k     # [B, H, D, D]
+        return (q @ s.transpose(-1, -2))[:, :, None], s
     return cam_delta_chunk_causal(q, k, v, beta, gamma, [q.shape[2]], s, impl=impl)
 
 

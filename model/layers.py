@@ -20,6 +20,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.full((dim,), float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32 and hasattr(F, "rms_norm"):
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused op (torch >= 2.4)
         xf = x.float()
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return y.to(self.weight.dtype) * self.weight
@@ -139,32 +141,45 @@ class GLUMBConvTemp(nn.Module):
         self.t_conv = nn.Conv2d(hidden, hidden, kernel_size=(t_kernel, 1), padding=(t_kernel // 2, 0), bias=False)
 
     def spatial(self, x: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
-        """[B, T*h*w, C] -> [B, C, T, h*w]: the per-frame part, before the temporal conv."""
+        """[B, T*h*w, C] -> [B, T, h*w, C]: the per-frame part, before the temporal conv.
+
+        The 1x1 convs run as linears on tokens and the depthwise 3x3 on a channels-last view, so no
+        layout change costs a copy.
+        """
         b, n, c = x.shape
-        y = x.reshape(b * frames, h, w, c).permute(0, 3, 1, 2)  # (B*T, C, h, w)
-        y = self.depth_conv(F.silu(self.inverted_conv(y)))
-        a, g = y.chunk(2, dim=1)
-        y = self.point_conv(a * F.silu(g))                     # (B*T, C, h, w)
-        return y.reshape(b, frames, c, h * w).permute(0, 2, 1, 3)
+        wi = self.inverted_conv.conv
+        y = F.silu(F.linear(x, wi.weight.flatten(1), wi.bias))                 # (B, N, 2h)
+        y = y.reshape(b * frames, h, w, -1).permute(0, 3, 1, 2)                  # (B*T, 2h, h, w) channels-last
+        dc = self.depth_conv.conv
+        y = F.conv2d(y, dc.weight, dc.bias, padding=1, groups=dc.groups).permute(0, 2, 3, 1)  # (B*T, h, w, 2h)
+        a, g = y.chunk(2, dim=-1)
+        y = F.linear(a * F.silu(g), self.point_conv.conv.weight.flatten(1))    # (B*T, h, w, C)
+        return y.reshape(b, frames, h * w, c)
 
     def temporal(self, y: torch.Tensor, chunks: list[int] | None, tail: torch.Tensor | None) -> torch.Tensor:
-        """y: [B, C, T, S] -> y + t_conv(y). chunks=None: the whole clip; else chunk-causal with `tail` [B, C, 1, S]."""
-        if chunks is None:
-            return y + self.t_conv(y)
-        w = self.t_conv.weight  # (C, C, 3, 1)
-        prev = torch.cat([tail if tail is not None else torch.zeros_like(y[:, :, :1]), y[:, :, :-1]], dim=2)
-        nxt = torch.cat([y[:, :, 1:], torch.zeros_like(y[:, :, :1])], dim=2)
-        ends = torch.zeros(y.shape[2], dtype=torch.bool, device=y.device)
-        ends[torch.tensor(chunks, device=y.device).cumsum(0) - 1] = True
-        nxt = nxt.masked_fill(ends[None, None, :, None], 0.0)  # zero right context at each chunk end
-        mix = torch.einsum("oi,bitn->botn", w[:, :, 0, 0], prev) + torch.einsum("oi,bitn->botn", w[:, :, 1, 0], y)
-        return y + mix + torch.einsum("oi,bitn->botn", w[:, :, 2, 0], nxt)
+        """y: [B, T, S, C] -> y + t_conv(y) along frames.
+
+        chunks=None: the whole clip with zero padding at both ends; else chunk-causal: the left neighbour
+        of a chunk's first frame is the previous chunk's last frame (`tail` [B, 1, S, C] for the first
+        chunk of this call, zeros at stream start) and the right neighbour past a chunk's end is zero.
+        """
+        w = self.t_conv.weight[:, :, :, 0]                                       # (C_out, C_in, 3)
+        frames = y.shape[1]
+        prev = torch.cat([tail if tail is not None else torch.zeros_like(y[:, :1]), y[:, :-1]], dim=1)
+        nxt = torch.cat([y[:, 1:], torch.zeros_like(y[:, :1])], dim=1)
+        if chunks is not None and len(chunks) > 1:
+            ends = torch.zeros(frames, dtype=torch.bool, device=y.device)
+            ends[torch.tensor(chunks).cumsum(0) - 1] = True
+            nxt = nxt.masked_fill(ends.to(y.device)[None, :, None, None], 0.0)
+        out = y + F.linear(prev, w[:, :, 0]) + F.linear(y, w[:, :, 1])
+        if chunks is None or chunks[-1] > 1 or len(chunks) > 1:  # a lone single-frame chunk has no right neighbour
+            out = out + F.linear(nxt, w[:, :, 2])
+        return out
 
     def forward(self, x: torch.Tensor, frames: int, h: int, w: int, chunks: list[int] | None = None,
                 tail: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
-        y = self.temporal(self.spatial(x, frames, h, w), chunks, tail)  # (B, C, T, S)
-        return y.permute(0, 2, 3, 1).reshape(b, n, c)
+        return self.temporal(self.spatial(x, frames, h, w), chunks, tail).reshape(b, n, c)
 
 
 class FinalLayer(nn.Module):

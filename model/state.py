@@ -28,7 +28,7 @@ _M32 = 0xFFFFFFFF
 class BlockCache:
     """One block's carried tensors (None where the block kind has no such state). Batch is dim 0."""
 
-    ffn_tail: torch.Tensor                   # [B, C, 1, S] last frame before the FFN's temporal conv
+    ffn_tail: torch.Tensor                   # [B, 1, S, C] last frame before the FFN's temporal conv
     s_kv: torch.Tensor | None = None         # [B, H, D, D] fp32 GDN numerator state (value x key)
     s_z: torch.Tensor | None = None          # [B, H, D] fp32 GDN denominator state
     s_cam: torch.Tensor | None = None        # [B, H, D, D] fp32 camera-branch state

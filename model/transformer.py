@@ -23,6 +23,11 @@ from .rope import rope_at
 from .state import BlockCache
 
 
+def _rope_heads(*args, **kwargs) -> torch.Tensor:
+    """`rope_at` with a heads axis: [B, 1, N, n], so per-world tables broadcast over [B, H, N, D]."""
+    return rope_at(*args, **kwargs).unsqueeze(1)
+
+
 class SanaWMBlock(nn.Module):
     """adaLN-single block: gated self-attention, + Plücker, + cross-attention, gated FFN."""
 
@@ -66,12 +71,11 @@ class SanaWMBlock(nn.Module):
         # 4.
         x_mlp = (per_frame(self.norm2(x)) * (1 + scale_mlp) + shift_mlp).view(b, n, c)
         h, w = ctx.grid
-        y_sp = self.mlp.spatial(x_mlp, frames, h, w)                       # (B, C, T, S) before the temporal conv
+        y_sp = self.mlp.spatial(x_mlp, frames, h, w)                       # (B, T, S, C) before the temporal conv
         out = self.mlp.temporal(y_sp, ctx.chunks, cache.ffn_tail if cache is not None else None)
         if write and cache is not None:
-            cache.ffn_tail.copy_(y_sp[:, :, -1:])
-        out = out.permute(0, 2, 3, 1).reshape(b, n, c)
-        return x + (gate_mlp * per_frame(out)).view(b, n, c)
+            cache.ffn_tail.copy_(y_sp[:, -1:])
+        return x + (gate_mlp * out).view(b, n, c)
 
 
 class SanaWMTransformer(nn.Module):
@@ -168,8 +172,9 @@ class SanaWMTransformer(nn.Module):
             q0 = int(starts[c]) * s
             plans.append(SoftmaxPlan(
                 q_tokens=slice(q0, q0 + chunks[c] * s), key_tokens=tokens,
-                q_rope=rope_at(d, qframes, gh, gw), k_rope=rope_at(d, kframes, gh, gw),
-                q_cam_rope=rope_at(d, qframes, gh, gw, cam=True), k_cam_rope=rope_at(d, kframes, gh, gw, cam=True)))
+                q_rope=_rope_heads(d, qframes, gh, gw), k_rope=_rope_heads(d, kframes, gh, gw),
+                q_cam_rope=_rope_heads(d, qframes, gh, gw, cam=True),
+                k_cam_rope=_rope_heads(d, kframes, gh, gw, cam=True)))
         return plans
 
     def _stream_plan(self, chunk_index: torch.Tensor, slot_chunk: torch.Tensor, frames: int):
@@ -180,13 +185,14 @@ class SanaWMTransformer(nn.Module):
         kpos, qpos = self._positions(slot_chunk.clamp_min(0), chunk_index, self.chunk_first_frame)
         qframes = self._frame_positions(qpos[:, None], [frames])
         kframes = torch.cat([self._frame_positions(kpos, slot_sizes), qframes], 1)
-        valid = torch.cat([(slot_chunk >= 0).repeat_interleave(torch.tensor(slot_sizes, device=slot_chunk.device) * s,
-                                                               dim=1),
-                           torch.ones(slot_chunk.shape[0], frames * s, dtype=torch.bool, device=slot_chunk.device)], 1)
+        b = slot_chunk.shape[0]
+        filled = slot_chunk >= 0
+        valid = torch.cat([filled[:, j:j + 1].expand(b, sz * s) for j, sz in enumerate(slot_sizes)]
+                          + [torch.ones(b, frames * s, dtype=torch.bool, device=slot_chunk.device)], 1)
         plan = SoftmaxPlan(q_tokens=slice(0, frames * s), key_tokens=None,
-                           q_rope=rope_at(d, qframes, gh, gw), k_rope=rope_at(d, kframes, gh, gw),
-                           q_cam_rope=rope_at(d, qframes, gh, gw, cam=True),
-                           k_cam_rope=rope_at(d, kframes, gh, gw, cam=True), key_valid=valid)
+                           q_rope=_rope_heads(d, qframes, gh, gw), k_rope=_rope_heads(d, kframes, gh, gw),
+                           q_cam_rope=_rope_heads(d, qframes, gh, gw, cam=True),
+                           k_cam_rope=_rope_heads(d, kframes, gh, gw, cam=True), key_valid=valid)
         write_slot = torch.where(chunk_index <= 0, torch.zeros_like(chunk_index),
                                  1 + (chunk_index - 1) % self.cfg.window_chunks)
         return plan, write_slot, tuple(sz * s for sz in slot_sizes)
@@ -208,16 +214,29 @@ class SanaWMTransformer(nn.Module):
         else:
             first = torch.full((batch if torch.is_tensor(frame_offset) else 1, 1), 0, device=device) + frame_offset
         pos = first + torch.arange(frames, device=device)[None]                  # (B|1, T) absolute frames
-        ctx = AttnContext(frames=frames, grid=(gh, gw), rope=rope_at(d, pos, gh, gw), chunks=chunks)
+        ctx = AttnContext(frames=frames, grid=(gh, gw), rope=_rope_heads(d, pos, gh, gw), chunks=chunks)
         if camera_conditions is not None:
             ctx.cam = ray_transforms(camera_conditions, gh, gw, patch_size=self.cfg.patch_size[1])
-            ctx.cam_rope = rope_at(d, pos, gh, gw, cam=True)
+            ctx.cam_mats = ctx.cam.role_matrices(torch.float32)
+            ctx.cam_rope = _rope_heads(d, pos, gh, gw, cam=True)
         if stream is not None:
             plan, ctx.write_slot, ctx.slot_sizes = self._stream_plan(chunk_index, slot_chunk, frames)
             ctx.plans = [plan]
         elif chunks is not None:
             ctx.plans = self._full_plans(chunks, device)
         return ctx
+
+    def prepare(self, frames: int, camera_conditions, plucker, caption, chunks, frame_offset, stream, batch: int,
+                device) -> tuple[AttnContext, torch.Tensor | None, torch.Tensor]:
+        """Everything of a forward that does not depend on the latents or the timestep: the attention context,
+        the Plücker embedding and the caption tokens. Denoising passes of one step share it."""
+        dtype = self.x_embedder.proj.weight.dtype
+        ctx = self.context(frames, camera_conditions, chunks, frame_offset, device, stream=stream, batch=batch)
+        plucker_emb = self.plucker_embedder(plucker.to(dtype)) if plucker is not None else None
+        if caption is None:
+            caption, _ = self.null_caption(batch)
+        y = self.attention_y_norm(self.y_embedder(caption.to(dtype)))    # (B, L, C)
+        return ctx, plucker_emb, y
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]."""
@@ -232,7 +251,8 @@ class SanaWMTransformer(nn.Module):
                 plucker: torch.Tensor | None = None, caption: torch.Tensor | None = None,
                 caption_mask: torch.Tensor | None = None, chunks: list[int] | None = None,
                 frame_offset: int = 0, cache: list[BlockCache] | None = None, write: bool = False,
-                stream: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                stream: tuple[torch.Tensor, torch.Tensor] | None = None,
+                prepared: tuple[AttnContext, torch.Tensor | None, torch.Tensor] | None = None) -> torch.Tensor:
         """Velocity for latents.
 
         latents: [B, C_lat, T, h, w]; timestep: [B, T] per frame, 0..1000 (truncated to integers, as published);
@@ -241,7 +261,8 @@ class SanaWMTransformer(nn.Module):
         caption_mask: [B, L] (1 = valid); chunks: None (bidirectional) or chunk-causal frame counts;
         frame_offset: absolute index of the first latent frame;
         cache / write / stream: stream one chunk (chunks=[T]) against per-block caches; `stream` is
-        (chunk_index [B], slot_chunk [B, 1+W]) from the WorldState; `write` on the clean pass.
+        (chunk_index [B], slot_chunk [B, 1+W]) from the WorldState; `write` on the clean pass;
+        prepared: `prepare(...)`'s (context, Plücker embedding, caption tokens), reused by several passes.
         Returns [B, C_lat, T, h, w].
         """
         cfg = self.cfg
@@ -256,14 +277,15 @@ class SanaWMTransformer(nn.Module):
         if cache is not None and (stream is None or chunks != [frames] or len(cache) != len(self.blocks)):
             raise ValueError(f"streaming needs chunks=[T] = [{frames}], stream=(chunk_index, slot_chunk) and one "
                              f"cache per block ({len(self.blocks)})")
-        ctx = self.context(frames, camera_conditions, chunks, frame_offset, latents.device, stream=stream, batch=b)
-        plucker_emb = self.plucker_embedder(plucker.to(x.dtype)) if plucker is not None else None
+        if prepared is None:
+            prepared = self.prepare(frames, camera_conditions, plucker, caption, chunks, frame_offset, stream, b,
+                                    latents.device)
+        ctx, plucker_emb, y = prepared
+        if caption_mask is None:
+            caption_mask = torch.ones(b, y.shape[1], dtype=torch.bool, device=y.device)
         t = self.t_embedder(timestep.long().float().flatten())             # (B*T, C)
         t0 = self.t_block(t).view(b, frames, 6, -1)                        # (B, T, 6, C)
         t = t.view(b, frames, -1)
-        if caption is None:
-            caption, caption_mask = self.null_caption(b)
-        y = self.attention_y_norm(self.y_embedder(caption.to(x.dtype)))   # (B, L, C)
         # 2. Blocks.
         for i, blk in enumerate(self.blocks):
             bc = cache[i] if cache is not None else None

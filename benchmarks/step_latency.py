@@ -1,0 +1,205 @@
+"""Streaming step latency: per-step p50/p99, cache vs recompute, flatness over long episodes, graphs on GPU.
+
+    python benchmarks/step_latency.py [--preset tiny] [--long-preset micro] [--long-steps 5000]
+
+Rows (all ratios measured in this one run):
+- steps: `--preset` at batch 1, p50 / p99 ms per step and frames/s (random weights if none are shipped; the
+  time of a step does not depend on the weights);
+- cache vs recompute: one step at episode length L with the streaming caches against the naive baseline that
+  recomputes the whole visible context every pass (`RecomputeGenerator`), L = 16, 64, 256;
+- flat: latency and `WorldState.nbytes()` at step 100 and step `--long-steps` (`--long-preset`);
+- on CUDA: eager vs CUDA graph at batch 1 and 64 (`tiny`), and the published preset at 704x1280 with random
+  bf16 weights, ms per 3-latent chunk and the real-time factor (24 frames at 16 fps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from model.config import get_config
+from model.generator import RecomputeGenerator, StreamingGenerator
+from model.transformer import build_model
+from model.vae import CausalVAE, vae_config
+
+
+def make_generator(preset: str, device: str, dtype, batch: int, graph: bool = False) -> StreamingGenerator:
+    """Shipped weights when there are any, else a seeded random model of the preset."""
+    try:
+        return StreamingGenerator.from_pretrained(preset, device=device, dtype=dtype, batch_size=batch, graph=graph)
+    except FileNotFoundError:
+        torch.manual_seed(0)
+        model = build_model(get_config(preset))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.02)
+        return StreamingGenerator(model, CausalVAE(vae_config(get_config(preset).vae)), device, dtype, batch, graph)
+
+
+def walk(gen: StreamingGenerator, batch: int, device) -> torch.Tensor:
+    """One step of poses: walking forward 5 cm per raw frame."""
+    c2w = torch.eye(4, dtype=torch.float64).repeat(batch, gen.frames_per_step, 1, 1)
+    c2w[:, :, 2, 3] = torch.arange(1, gen.frames_per_step + 1) * 0.05
+    return c2w.to(device)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(gen: StreamingGenerator, state, c2w, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        sync(gen.device)
+        t = time.perf_counter()
+        gen.step(state, c2w)
+        sync(gen.device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def first_frames(gen: StreamingGenerator, batch: int) -> torch.Tensor:
+    h, w = gen.frame_hw
+    return torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = False) -> dict:
+    gen = make_generator(preset, device, dtype, batch, graph)
+    state = gen.reset(first_frames(gen, batch), seed=0)
+    c2w = walk(gen, batch, device)
+    time_steps(gen, state, c2w, 3)  # warm-up (and graph capture)
+    ts = sorted(time_steps(gen, state, c2w, n))
+    p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
+    return {"preset": preset, "device": str(device), "dtype": str(dtype).replace("torch.", ""), "batch": batch,
+            "graph": graph, "steps": n, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50,
+            "frames_per_s": batch * gen.frames_per_step / p50}
+
+
+def bench_recompute(preset: str, device, dtype, lengths: list[int]) -> list[dict]:
+    """One step at episode length L: streaming caches vs recomputing the visible context."""
+    gen = make_generator(preset, device, dtype, 1)
+    state = gen.reset(first_frames(gen, 1), seed=0)
+    ref = RecomputeGenerator(gen)
+    ref.reset(first_frames(gen, 1), seed=0)
+    c2w = walk(gen, 1, device)
+    rows, done = [], 0
+    for length in tqdm(lengths, desc="cache vs recompute", leave=False):
+        while done < length - 1:  # build the history with the streaming generator, reuse its latents
+            _, lat = gen.step(state, c2w, return_latents=True)
+            ref.latents.append(lat)
+            cond, pl = gen._chunk_camera(c2w, gen._k_lat(ref.k))
+            ref.conds.append(cond)
+            ref.pluckers.append(pl)
+            done += 1
+        snap = state.clone()
+        stream = statistics.median(time_steps(gen, snap, c2w, 3))
+        sync(device)
+        t = time.perf_counter()
+        ref.step(c2w)
+        sync(device)
+        recompute = time.perf_counter() - t
+        for lst in (ref.latents, ref.conds, ref.pluckers):
+            lst.pop()
+        rows.append({"preset": preset, "episode_length": length, "stream_ms": stream * 1e3,
+                     "recompute_ms": recompute * 1e3, "recompute_over_stream": recompute / stream})
+    return rows
+
+
+def bench_flat(preset: str, device, dtype, long_steps: int) -> dict:
+    gen = make_generator(preset, device, dtype, 1)
+    state = gen.reset(first_frames(gen, 1), seed=0)
+    c2w = walk(gen, 1, device)
+    marks = {}
+    for i in tqdm(range(1, long_steps + 1), desc=f"{long_steps} steps ({preset})", leave=False):
+        if i in (100, long_steps):
+            marks[i] = (statistics.median(time_steps(gen, state.clone(), c2w, 5)), state.nbytes())
+        gen.step(state, c2w)
+    (t100, b100), (tl, bl) = marks[100], marks[long_steps]
+    return {"preset": preset, "step_100_ms": t100 * 1e3, f"step_{long_steps}_ms": tl * 1e3,
+            "latency_ratio": tl / t100, "nbytes_100": b100, f"nbytes_{long_steps}": bl, "nbytes_ratio": bl / b100}
+
+
+def bench_published(device) -> dict:
+    """The published preset, random bf16 weights: DiT passes over one chunk of 3 latent frames (24 raw frames),
+    without the KV window (a lower bound: the LTX-2 VAE and its weights are a local download)."""
+    cfg = get_config("sana-wm-1600m-720p")
+    model = build_model(cfg, device=device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    x = torch.randn(1, cfg.in_channels, cfg.chunk_frames, *cfg.latent_hw, device=device, dtype=torch.bfloat16)
+    ts = torch.full((1, cfg.chunk_frames), 727.0, device=device)
+    passes = len(cfg.denoise_timesteps)  # denoising passes + the clean pass
+    with torch.no_grad():
+        for _ in range(2):
+            model(x, ts, chunks=[cfg.chunk_frames])
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(3):
+            model(x, ts, chunks=[cfg.chunk_frames])
+        sync(device)
+    per_pass = (time.perf_counter() - t) / 3
+    chunk_s = per_pass * passes
+    video_s = cfg.chunk_frames * cfg.vae_temporal / cfg.fps
+    return {"preset": cfg.name, "pass_ms": per_pass * 1e3, "passes": passes, "chunk_ms": chunk_s * 1e3,
+            "realtime_factor": video_s / chunk_s}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--recompute-preset", default="micro")
+    p.add_argument("--lengths", type=int, nargs="*", default=[16, 64, 256])
+    p.add_argument("--long-preset", default="micro")
+    p.add_argument("--long-steps", type=int, default=5000)
+    p.add_argument("--out", default="benchmarks/results")
+    a = p.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    dev = "cuda" if cuda else "cpu"
+    res = {"benchmark": "step_latency", "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "machine": platform.machine(), "device": torch.cuda.get_device_name() if cuda else platform.processor()}
+    res["steps"] = [bench_steps(a.preset, "cpu", torch.float32, 1, a.steps)]
+    res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
+    res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
+    if cuda:
+        for batch in (1, 64):
+            for graph in (False, True):
+                res["steps"].append(bench_steps("tiny", dev, torch.bfloat16, batch, a.steps, graph))
+        res["published"] = bench_published(dev)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"step_latency_{dev}.json").write_text(json.dumps(res, indent=1))
+
+    print(f"\nstreaming steps ({res['device']}, {res['threads']} threads)")
+    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'graph':>6} {'p50 ms':>9} {'p99 ms':>9} "
+          f"{'steps/s':>8} {'frames/s':>9}")
+    for r in res["steps"]:
+        print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {str(r['graph']):>6} "
+              f"{r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['steps_per_s']:>8.2f} {r['frames_per_s']:>9.1f}")
+    print(f"\ncache vs recompute ({a.recompute_preset}, one step at episode length L)")
+    print(f"{'L':>5} {'stream ms':>10} {'recompute ms':>13} {'ratio':>7}")
+    for r in res["recompute"]:
+        print(f"{r['episode_length']:>5} {r['stream_ms']:>10.1f} {r['recompute_ms']:>13.1f} "
+              f"{r['recompute_over_stream']:>7.1f}")
+    f = res["flat"]
+    print(f"\nflat over long episodes ({f['preset']}): step 100 {f['step_100_ms']:.1f} ms, step {a.long_steps} "
+          f"{f[f'step_{a.long_steps}_ms']:.1f} ms (ratio {f['latency_ratio']:.2f}); "
+          f"nbytes ratio {f['nbytes_ratio']:.2f}")
+    if cuda:
+        q = res["published"]
+        print(f"\npublished preset, random bf16 (DiT only, no KV window): {q['pass_ms']:.1f} ms/pass x {q['passes']} "
+              f"= {q['chunk_ms']:.0f} ms per 3-latent chunk, {q['realtime_factor']:.2f}x real time")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""StreamingGenerator: the world model as a stepper with a persistent WorldState.
+
+    gen = StreamingGenerator.from_pretrained("tiny" | "micro" | path, device=..., dtype=..., batch_size=B)
+    state = gen.reset(first_frames, intrinsics)      # uint8 (B, H, W, 3); caches written from the clean latent
+    frames = gen.step(state, c2w)                    # c2w (B, K, 4, 4) poses of the chunk's K raw frames
+    branch = state.clone(); state.reset_(mask, first_frames=...); state.select(idx)
+
+One step (DESIGN.md §2-3): the chunk's poses become camera conditioning relative to the first frame;
+noise comes from the state's counter RNG; the few denoising passes read the caches only; one clean pass at
+t = 0 writes them (GDN states, conv tails, K/V slots); the causal VAE decodes the chunk from its own cache.
+Everything in a step has static shapes and no host synchronisation, so on CUDA (`graph=True`) the whole
+step is captured once as a CUDA graph and replayed; reset and fork copy into the captured buffers and
+never recapture. `RecomputeGenerator` is the naive baseline and test oracle: it recomputes the whole
+visible context every pass with the full chunk-causal forward.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .camera import _plucker_frames, scale_intrinsics, se3_inverse
+from .checkpoint import load_checkpoint, read_state_dict
+from .config import get_config
+from .state import BlockCache, WorldState, counter_normal
+from .transformer import SanaWMTransformer, build_model
+from .vae import CausalVAE, vae_config
+
+WEIGHTS = Path(__file__).parent / "weights"
+SAMPLERS = ("euler", "renoise")
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, torch.Tensor):
+        return x
+    raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+class StreamingGenerator:
+    """Streams B worlds through a SanaWMTransformer and a causal VAE; all per-world state lives in WorldState."""
+
+    def __init__(self, model: SanaWMTransformer, vae: CausalVAE, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
+                 sampler: str = "euler"):
+        cfg = model.cfg
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if vae.spatial_factor != cfg.vae_spatial or vae.temporal_factor != cfg.vae_temporal or \
+                vae.latent_channels != cfg.in_channels:
+            raise ValueError(f"VAE ({vae.spatial_factor}x, {vae.temporal_factor}t, {vae.latent_channels} ch) does not "
+                             f"match the model ({cfg.vae_spatial}x, {cfg.vae_temporal}t, {cfg.in_channels} ch)")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(self.device, dtype).eval()
+        self.vae = vae.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.sampler = sampler
+        self.graph = bool(graph)
+        if self.graph and self.device.type != "cuda":
+            raise ValueError(f"graph=True needs a CUDA device, got {self.device}")
+        self.sigmas = [t / 1000.0 for t in cfg.denoise_timesteps]
+        self._graph = None          # torch.cuda.CUDAGraph once captured
+        self._static: WorldState | None = None
+        self._static_c2w: torch.Tensor | None = None
+        self._static_out: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
+                        **kwargs) -> StreamingGenerator:
+        """"tiny": the shipped embedded model (model/weights); "micro": a seeded random model for tests;
+        a path: one of our DiT checkpoints, with its VAE in `<stem>_vae.safetensors` or `vae.safetensors` beside it."""
+        name = str(name_or_path)
+        if name == "micro":
+            torch.manual_seed(0)
+            model = build_model(get_config("micro"))
+            with torch.no_grad():  # random everywhere, so every branch matters in tests
+                for p in model.parameters():
+                    p.normal_(0.0, 0.2)
+            vae = CausalVAE(vae_config("micro"))
+            return cls(model, vae, device, dtype, batch_size, graph, **kwargs)
+        path = WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"no world-model checkpoint at {path}" +
+                                    (" (the embedded tiny model has not been shipped in this checkout)"
+                                     if name == "tiny" else ""))
+        model = load_checkpoint(path)
+        vae_path = next((p for p in (path.with_name(path.stem.replace("_dit", "") + "_vae.safetensors"),
+                                     path.with_name("vae.safetensors")) if p.exists()), None)
+        if vae_path is None:
+            raise FileNotFoundError(f"no VAE checkpoint next to {path} (expected *_vae.safetensors)")
+        vae = CausalVAE(vae_config(model.cfg.vae))
+        sd, _ = read_state_dict(vae_path)
+        vae.load_state_dict(sd)
+        return cls(model, vae, device, dtype, batch_size, graph, **kwargs)
+
+    @property
+    def frames_per_step(self) -> int:
+        """K raw frames per step: one chunk of latent frames, each the VAE's temporal stride."""
+        return self.cfg.chunk_frames * self.cfg.vae_temporal
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        return self.cfg.height, self.cfg.width
+
+    # ------------------------------------------------------------------ state
+    def new_state(self, batch_size: int | None = None) -> WorldState:
+        """An empty, preallocated state for `batch_size` worlds (all caches zero, no chunk committed)."""
+        cfg, b = self.cfg, batch_size or self.batch_size
+        dev, dt = self.device, self.dtype
+        h, d, c, s = cfg.num_heads, cfg.head_dim, cfg.hidden_size, cfg.tokens_per_frame
+        slots = 1 + cfg.chunk_frames * cfg.window_chunks          # frames held by [sink | window]
+        blocks = []
+        for i in range(cfg.depth):
+            bc = BlockCache(ffn_tail=torch.zeros(b, 1, s, c, device=dev, dtype=dt))
+            if cfg.is_softmax(i):
+                bc.k, bc.v, bc.kc, bc.vc = (torch.zeros(b, h, slots * s, d, device=dev, dtype=dt) for _ in range(4))
+            else:
+                bc.s_kv = torch.zeros(b, h, d, d, device=dev)
+                bc.s_z = torch.zeros(b, h, d, device=dev)
+                bc.s_cam = torch.zeros(b, h, d, d, device=dev)
+                bc.k_tail = torch.zeros(b, cfg.conv_kernel - 1, s, c, device=dev, dtype=dt)
+            blocks.append(bc)
+        lat_h, lat_w = cfg.latent_hw
+        eye = torch.eye(4, dtype=torch.float64, device=dev).repeat(b, 1, 1)
+        y, m = self.model.null_caption(b)
+        return WorldState(
+            blocks=blocks, vae=self.vae.init_decoder_cache(b, lat_h, lat_w, device=dev),
+            slot_chunk=torch.full((b, 1 + cfg.window_chunks), -1, dtype=torch.int64, device=dev),
+            chunk_index=torch.zeros(b, dtype=torch.int64, device=dev), pose0=eye.clone(), pose=eye,
+            intrinsics=torch.zeros(b, 4, device=dev), seed=torch.zeros(b, dtype=torch.int64, device=dev),
+            caption=y.to(dt).clone(), caption_mask=m.clone(), owner=id(self), generator=self)
+
+    def _check_state(self, state: WorldState) -> None:
+        if not isinstance(state, WorldState) or state.owner != id(self):
+            raise ValueError("this WorldState was made by another StreamingGenerator (or is not a WorldState); "
+                             "expected a state from this generator's reset()")
+
+    # ------------------------------------------------------------------ conditioning
+    def _chunk_camera(self, rel: torch.Tensor, k_lat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw poses of one chunk relative to frame 0 [B, s*T_c, 4, 4] -> (camera_conditions [B, T_c, 20],
+        plucker [B, 6s, T_c, h, w]). Latent j uses raw frames s*j .. s*j+s-1 and is anchored at the last."""
+        cfg = self.cfg
+        b, k = rel.shape[:2]
+        s, tc = cfg.vae_temporal, k // cfg.vae_temporal
+        lat_h, lat_w = cfg.latent_hw
+        anchor = rel[:, s - 1::s].float()                                        # (B, T_c, 4, 4)
+        cond = torch.cat([anchor.reshape(b, tc, 16), k_lat[:, None].expand(b, tc, 4)], dim=-1)
+        pl = _plucker_frames(rel.float(), k_lat[:, None].expand(b, k, 4), lat_h, lat_w)  # (B, K, 6, h, w)
+        pl = pl.reshape(b, tc, 6 * s, lat_h, lat_w).permute(0, 2, 1, 3, 4)     # (B, 6s, T_c, h, w)
+        return cond, pl.to(self.dtype)
+
+    def _first_camera(self, b: int, k_lat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent 0 (the image): identity pose, its window the first frame repeated."""
+        eye = torch.eye(4, dtype=torch.float64, device=self.device).expand(b, self.cfg.vae_temporal, 4, 4)
+        cond, pl = self._chunk_camera(eye, k_lat)
+        return cond, pl
+
+    def _k_lat(self, intrinsics: torch.Tensor) -> torch.Tensor:
+        return scale_intrinsics(intrinsics.float(), self.frame_hw, self.cfg.latent_hw)
+
+    # ------------------------------------------------------------------ validation
+    def _check_frames(self, frames, b: int) -> torch.Tensor:
+        t = _as_tensor(frames, "first_frames")
+        h, w = self.frame_hw
+        if t.dtype != torch.uint8:
+            raise ValueError(f"first_frames must be uint8 RGB, got dtype {t.dtype}")
+        if t.dim() == 3:
+            t = t.unsqueeze(0)
+        if tuple(t.shape) != (b, h, w, 3):
+            raise ValueError(f"first_frames must have shape ({b}, {h}, {w}, 3), got {tuple(t.shape)}")
+        return t.to(self.device)
+
+    def _check_intrinsics(self, k, b: int) -> torch.Tensor:
+        if k is None:
+            h, w = self.frame_hw
+            f = 0.5 * w  # 90 degrees horizontal
+            k = torch.tensor([f, f, (w - 1) / 2, (h - 1) / 2])
+        t = _as_tensor(k, "intrinsics").to(torch.float32)
+        if t.dim() == 1:
+            t = t.expand(b, 4)
+        if tuple(t.shape) != (b, 4) or not torch.isfinite(t).all() or (t[:, :2] <= 0).any():
+            raise ValueError(f"intrinsics must be finite (fx, fy, cx, cy) with fx, fy > 0, shape (4,) or ({b}, 4); "
+                             f"got shape {tuple(t.shape)}")
+        return t.to(self.device)
+
+    def _check_c2w(self, c2w, b: int, k: int, name: str = "c2w") -> torch.Tensor:
+        t = _as_tensor(c2w, name)
+        if tuple(t.shape) != (b, k, 4, 4):
+            raise ValueError(f"{name} must have shape ({b}, {k}, 4, 4) (batch, raw frames per step), "
+                             f"got {tuple(t.shape)}")
+        t = t.to(torch.float64)
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or Inf")
+        r = t[..., :3, :3]
+        err = (r @ r.transpose(-1, -2) - torch.eye(3, dtype=t.dtype)).abs().amax()
+        if err > 1e-3 or (torch.linalg.det(r) < 0).any() or \
+                not torch.allclose(t[..., 3, :], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=t.dtype), atol=1e-6):
+            raise ValueError(f"{name} must be rigid camera-to-world matrices (orthonormal rotation, last row 0 0 0 1)")
+        return t.to(self.device)
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, first_frames, intrinsics=None, captions=None, seed: int | None = None,
+              c2w0=None) -> WorldState:
+        """Start B worlds from their first frames; returns a new WorldState. intrinsics in frame pixels."""
+        state = self.new_state()
+        return self.reset_rows(state, torch.ones(self.batch_size, dtype=torch.bool), first_frames, intrinsics,
+                               captions, seed, c2w0)
+
+    @torch.no_grad()
+    def reset_rows(self, state: WorldState, mask, first_frames, intrinsics=None, captions=None,
+                   seed: int | None = None, c2w0=None) -> WorldState:
+        """Restart the worlds where mask is True, in place; first_frames has one frame per restarted world
+        (or one per world, of which the masked rows are used). Other worlds stay bit-identical."""
+        self._check_state(state)
+        b = state.batch_size
+        mask = _as_tensor(mask, "mask").to(torch.bool).reshape(-1)
+        if mask.shape[0] != b:
+            raise ValueError(f"mask must have {b} entries, got {mask.shape[0]}")
+        idx = mask.nonzero().squeeze(1).to(self.device)
+        m = idx.numel()
+        if m == 0:
+            return state
+
+        def rows(x, name):  # per-world inputs may be given for all B worlds or just the M restarted ones
+            t = _as_tensor(x, name)
+            return t[mask.to(t.device)] if (t.dim() >= 2 and t.shape[0] == b and m != b) else t
+
+        frames = self._check_frames(rows(first_frames, "first_frames"), m)
+        k = self._check_intrinsics(None if intrinsics is None else rows(intrinsics, "intrinsics"), m)
+        pose0 = torch.eye(4, dtype=torch.float64, device=self.device).repeat(m, 1, 1)
+        if c2w0 is not None:
+            c0 = rows(c2w0, "c2w0")
+            pose0 = self._check_c2w(c0.reshape(-1, 1, 4, 4).expand(m, 1, 4, 4) if c0.dim() == 2 else c0[:, None],
+                                    m, 1, "c2w0")[:, 0]
+        sub = self.new_state(m)
+        sub.pose0.copy_(pose0)
+        sub.pose.copy_(pose0)
+        sub.intrinsics.copy_(k)
+        seeds = torch.randint(0, 2**31 - 1, (m,)) if seed is None else torch.arange(m) + int(seed)
+        sub.seed.copy_(seeds.to(self.device))
+        if captions is not None:
+            cap = rows(captions, "captions").to(self.device, self.dtype)
+            if tuple(cap.shape) != tuple(sub.caption.shape):
+                raise ValueError(f"captions must be ({m} or {b}, {sub.caption.shape[1]}, {sub.caption.shape[2]}), "
+                                 f"got {tuple(cap.shape)}")
+            sub.caption.copy_(cap)
+        # The image latent is chunk 0: one clean pass writes the caches; the VAE cache is primed with it.
+        x = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]   # (M, 3, 1, H, W)
+        z0 = self.vae.encode(x).to(self.dtype)                                   # (M, C, 1, h, w)
+        cond, pl = self._first_camera(m, self._k_lat(k))
+        self._forward(sub, z0, torch.zeros(m, 1, device=self.device), self._prepare(sub, 1, cond, pl), write=True)
+        self._commit(sub)
+        self.vae.decode_step(z0.float(), sub.vae, first=True)
+        state.assign_rows_(idx, sub)
+        return state
+
+    # ------------------------------------------------------------------ step
+    def _forward(self, state: WorldState, x, t, prepared, write: bool):
+        return self.model(x, t, caption_mask=state.caption_mask, chunks=[x.shape[2]], cache=state.blocks,
+                          write=write, stream=(state.chunk_index, state.slot_chunk), prepared=prepared)
+
+    def _prepare(self, state: WorldState, frames: int, cond, pl):
+        return self.model.prepare(frames, cond, pl, state.caption, [frames], 0, (state.chunk_index, state.slot_chunk),
+                                  state.batch_size, self.device)
+
+    def _commit(self, state: WorldState) -> None:
+        """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""
+        c = state.chunk_index
+        slot = torch.where(c <= 0, torch.zeros_like(c), 1 + (c - 1) % self.cfg.window_chunks)
+        state.slot_chunk.scatter_(1, slot[:, None], c[:, None])
+        state.chunk_index.add_(1)
+
+    def _step_core(self, state: WorldState, c2w: torch.Tensor) -> torch.Tensor:
+        """One chunk for every world: static shapes, device ops only (the CUDA-graph body). Returns uint8 frames."""
+        cfg = self.cfg
+        b, k = c2w.shape[:2]
+        tc = cfg.chunk_frames
+        lat_h, lat_w = cfg.latent_hw
+        rel = se3_inverse(state.pose0)[:, None] @ c2w                            # (B, K, 4, 4) relative to frame 0
+        cond, pl = self._chunk_camera(rel, self._k_lat(state.intrinsics))
+        prepared = self._prepare(state, tc, cond, pl)
+        x = counter_normal(state.seed, state.chunk_index, 0, (cfg.in_channels, tc, lat_h, lat_w), self.dtype)
+        for i, (sig, nxt) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
+            t = torch.full((b, tc), 1000.0 * sig, device=self.device)
+            v = self._forward(state, x, t, prepared, write=False)
+            if self.sampler == "euler" or nxt == 0.0:
+                x = x + (nxt - sig) * v
+            else:  # predict x0, re-noise to the next level with fresh noise (few-step distilled sampling)
+                x0 = x - sig * v
+                x = (1.0 - nxt) * x0 + nxt * counter_normal(state.seed, state.chunk_index, i + 1,
+                                                              x.shape[1:], self.dtype)
+        self._forward(state, x, torch.zeros(b, tc, device=self.device), prepared, write=True)
+        self._commit(state)
+        state.pose.copy_(c2w[:, -1])
+        frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
+        rgb = torch.cat(frames, dim=2).clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
+        return rgb.permute(0, 2, 3, 4, 1), x                                     # (B, K, H, W, 3), clean latents
+
+    @torch.no_grad()
+    def step(self, state: WorldState, c2w, return_latents: bool = False):
+        """Advance every world by one chunk: c2w (B, K, 4, 4) -> uint8 frames (B, K, H, W, 3) on the device
+        (and the chunk's clean latents (B, C, T_c, h, w) with return_latents).
+
+        Input is validated before anything changes, so a bad call leaves the state untouched.
+        """
+        self._check_state(state)
+        c2w = self._check_c2w(c2w, state.batch_size, self.frames_per_step)
+        rgb, lat = self._step_core(state, c2w) if not self.graph else self._graph_step(state, c2w)
+        return (rgb, lat) if return_latents else rgb
+
+    # ------------------------------------------------------------------ CUDA graph
+    def _graph_step(self, state: WorldState, c2w: torch.Tensor) -> torch.Tensor:
+        """Replay the captured step against static buffers; any state of the right layout can be stepped."""
+        if self._graph is None:
+            self._capture(state, c2w)
+        if state is not self._static:
+            self._static.copy_(state)
+        self._static_c2w.copy_(c2w)
+        self._graph.replay()
+        if state is not self._static:
+            state.copy_(self._static)
+        return tuple(t.clone() for t in self._static_out)
+
+    def _capture(self, state: WorldState, c2w: torch.Tensor) -> None:
+        self._static = state.clone()
+        self._static_c2w = c2w.clone()
+        scratch = state.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up (allocator, cuDNN/cuBLAS handles) on copies
+            for _ in range(2):
+                self._static.copy_(scratch)
+                self._step_core(self._static, self._static_c2w)
+        torch.cuda.current_stream().wait_stream(side)
+        self._static.copy_(scratch)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._static_out = self._step_core(self._static, self._static_c2w)
+        self._graph = graph  # capture records without executing; the caller replays
+
+
+class RecomputeGenerator:
+    """The naive baseline and test oracle: no caches; every pass recomputes the whole visible context.
+
+    It keeps the clean latents and camera conditioning of every chunk so far, and each denoising pass runs
+    the full chunk-causal forward over [history at t = 0, current chunk at its noise level] with the same
+    sink + window plans and positions. Its cost grows with the episode; StreamingGenerator's does not.
+    """
+
+    def __init__(self, gen: StreamingGenerator):
+        self.gen = gen
+        self.latents: list[torch.Tensor] = []
+        self.conds: list[torch.Tensor] = []
+        self.pluckers: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def reset(self, first_frames, intrinsics=None, seed: int = 0) -> torch.Tensor:
+        g = self.gen
+        b = first_frames.shape[0]
+        self.k = g._check_intrinsics(intrinsics, b)
+        self.seed = torch.arange(b, device=g.device) + int(seed)
+        frames = g._check_frames(first_frames, b)
+        z0 = g.vae.encode(frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]).to(g.dtype)
+        cond, pl = g._first_camera(b, g._k_lat(self.k))
+        self.latents, self.conds, self.pluckers = [z0], [cond], [pl]
+        self.pose0 = torch.eye(4, dtype=torch.float64, device=g.device).repeat(b, 1, 1)
+        return z0
+
+    @torch.no_grad()
+    def step(self, c2w) -> torch.Tensor:
+        """c2w (B, K, 4, 4) -> the chunk's clean latents (B, C, T_c, h, w)."""
+        g, cfg = self.gen, self.gen.cfg
+        b = self.latents[0].shape[0]
+        c2w = g._check_c2w(c2w, b, g.frames_per_step)
+        tc = cfg.chunk_frames
+        lat_h, lat_w = cfg.latent_hw
+        cond, pl = g._chunk_camera(se3_inverse(self.pose0)[:, None] @ c2w, g._k_lat(self.k))
+        chunk = len(self.latents)
+        x = counter_normal(self.seed, torch.full((b,), chunk, device=g.device), 0,
+                           (cfg.in_channels, tc, lat_h, lat_w), g.dtype)
+        hist = torch.cat(self.latents, dim=2)
+        conds = torch.cat(self.conds + [cond], dim=1)
+        pls = torch.cat(self.pluckers + [pl], dim=2)
+        layout = [1] + [tc] * (chunk - 1) + [tc]
+        for i, (sig, nxt) in enumerate(zip(g.sigmas[:-1], g.sigmas[1:])):
+            t = torch.cat([torch.zeros(b, hist.shape[2], device=g.device),
+                           torch.full((b, tc), 1000.0 * sig, device=g.device)], dim=1)
+            v = g.model(torch.cat([hist, x], dim=2), t, conds, pls, chunks=layout)[:, :, -tc:]
+            if g.sampler == "euler" or nxt == 0.0:
+                x = x + (nxt - sig) * v
+            else:
+                x0 = x - sig * v
+                x = (1.0 - nxt) * x0 + nxt * counter_normal(self.seed, torch.full((b,), chunk, device=g.device),
+                                                              i + 1, x.shape[1:], g.dtype)
+        self.latents.append(x)
+        self.conds.append(cond)
+        self.pluckers.append(pl)
+        return x
+
+    @torch.no_grad()
+    def decode(self) -> torch.Tensor:
+        """All frames after the first: uint8 (B, F-1, H, W, 3), decoded in one full causal pass."""
+        x = self.gen.vae.decode(torch.cat(self.latents, dim=2).float())           # (B, 3, F, H, W)
+        rgb = x.clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
+        return rgb[:, :, 1:].permute(0, 2, 3, 4, 1)
+

@@ -1,0 +1,252 @@
+"""StreamingGenerator and WorldState: streaming equals the full chunk-causal forward, batch independence,
+fork, determinism, soak, bad input; CUDA-graph checks marked `gpu`."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.generator import RecomputeGenerator, StreamingGenerator
+from model.state import counter_normal
+
+SEED = 5
+
+
+def _yaw(a: float) -> np.ndarray:
+    m = np.eye(4)
+    m[0, 0], m[0, 2], m[2, 0], m[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
+    return m
+
+
+def _walk(b: int, steps: int, k: int, speed=0.05, turn=0.03, start=None):
+    """Per step: (B, K, 4, 4) poses of a camera walking forward and turning, world b turning at (b+1) x turn."""
+    c = np.tile(np.eye(4), (b, 1, 1)) if start is None else start.copy()
+    out = []
+    for _ in range(steps):
+        frames = []
+        for _ in range(k):
+            step = np.eye(4)
+            step[2, 3] = speed
+            c = np.stack([ci @ step @ _yaw(turn * (i + 1)) for i, ci in enumerate(c)])
+            frames.append(c)
+        out.append(torch.tensor(np.stack(frames, 1)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return StreamingGenerator.from_pretrained("micro", batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def first():
+    return torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8))
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("steps", [2, 7], ids=["within-window", "window-slides"])
+def test_streaming_equals_full_chunk_causal_forward(gen, first, steps):
+    """Chunk by chunk through WorldState == recomputing the whole visible context with the full forward.
+
+    micro keeps a sink plus 2 window chunks: 2 steps stay inside the window, 7 steps slide it, which checks the
+    streaming ring buffer against the reference sink + window implementation (explicit key lists, `_full_plans`).
+    """
+    assert gen.cfg.window_chunks == 2
+    state = gen.reset(first, seed=SEED)
+    ref = RecomputeGenerator(gen)
+    ref.reset(first, seed=SEED)
+    frames = []
+    for c2w in _walk(3, steps, gen.frames_per_step):
+        rgb, lat = gen.step(state, c2w, return_latents=True)
+        assert _rel(lat, ref.step(c2w)) < 1e-4
+        frames.append(rgb)
+    got = torch.cat(frames, 1).int()
+    want = ref.decode().int()
+    assert got.shape == want.shape == (3, steps * gen.frames_per_step, 32, 32, 3)
+    assert (got - want).abs().max() <= 1 and (got != want).float().mean() < 1e-3
+
+
+def test_full_plans_are_sink_plus_window(gen):
+    plans = gen.model._full_plans([1, 1, 1, 1, 1, 1], "cpu")
+    s = gen.cfg.tokens_per_frame
+    keys = [sorted({int(t) // s for t in p.key_tokens}) for p in plans]
+    assert keys == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 2, 3, 4], [0, 3, 4, 5]]
+
+
+def test_the_window_is_real_memory(first):
+    """Past the window, a softmax block forgets old chunks; before it, a longer window changes nothing."""
+    a = StreamingGenerator.from_pretrained("micro", batch_size=3)
+    b = StreamingGenerator.from_pretrained("micro", batch_size=3)
+    b.cfg = b.model.cfg = type(a.cfg)(**{**a.cfg.__dict__, "window_chunks": 5})
+    for blk in b.model.blocks:
+        blk.attn.cfg = b.cfg
+    sa, sb = a.reset(first, seed=SEED), b.reset(first, seed=SEED)
+    outs = [(a.step(sa, c, return_latents=True)[1], b.step(sb, c, return_latents=True)[1])
+            for c in _walk(3, 5, a.frames_per_step)]
+    assert all(_rel(x, y) < 1e-5 for x, y in outs[:2])       # chunks 1, 2: both windows hold everything
+    assert _rel(outs[-1][0], outs[-1][1]) > 1e-3             # chunk 5: window 2 has dropped chunks 1 and 2
+
+
+def test_batch_independence_under_mid_episode_reset(gen, first):
+    poses = _walk(3, 5, gen.frames_per_step)
+    plain = gen.reset(first, seed=SEED)
+    reset = gen.reset(first, seed=SEED)
+    a, b = [], []
+    for i, c2w in enumerate(poses):
+        if i == 2:
+            other = torch.flip(first, dims=[1])
+            reset.reset_(torch.tensor([False, True, False]), other[1:2], seed=99)
+        a.append(gen.step(plain, c2w))
+        b.append(gen.step(reset, c2w))
+    a, b = torch.stack(a), torch.stack(b)
+    assert torch.equal(a[:, [0, 2]], b[:, [0, 2]])
+    assert not torch.equal(a[2:, 1], b[2:, 1])
+    assert int(reset.chunk_index[1]) == 1 + 3 and int(reset.chunk_index[0]) == 1 + 5
+
+
+def test_fork_same_actions_same_frames_and_original_untouched(gen, first):
+    state = gen.reset(first, seed=SEED)
+    for c2w in _walk(3, 2, gen.frames_per_step):
+        gen.step(state, c2w)
+    snapshot = [t.clone() for t in state._all()]
+    fork = state.clone()
+    ahead = _walk(3, 2, gen.frames_per_step, turn=0.05)
+    other = _walk(3, 2, gen.frames_per_step, turn=-0.05)
+    f1 = [gen.step(fork, c) for c in ahead]
+    assert all(torch.equal(x, y) for x, y in zip(snapshot, state._all()))      # the original did not move
+    f2 = [gen.step(state, c) for c in ahead]
+    assert all(torch.equal(x, y) for x, y in zip(f1, f2))
+    f3 = [gen.step(state.clone(), c) for c in other]
+    assert not torch.equal(f1[-1], f3[-1])
+
+
+def test_determinism_and_seeds(gen, first):
+    poses = _walk(3, 3, gen.frames_per_step)
+    runs = []
+    for seed in (SEED, SEED, SEED + 1):
+        st = gen.reset(first, seed=seed)
+        runs.append(torch.stack([gen.step(st, c) for c in poses]))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_select_keeps_worlds(gen, first):
+    state = gen.reset(first, seed=SEED)
+    poses = _walk(3, 3, gen.frames_per_step)
+    gen.step(state, poses[0])
+    sub = state.select([2, 0])
+    g2 = StreamingGenerator.from_pretrained("micro", batch_size=2)
+    with pytest.raises(ValueError, match="another StreamingGenerator"):
+        g2.step(sub, poses[1][[2, 0]])
+    full = gen.step(state, poses[1])
+    sub.owner = id(gen)  # same generator, two worlds: the step is per-world
+    part = gen.step(sub, poses[1][[2, 0]])
+    assert torch.equal(part, full[[2, 0]])
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda c: c[:, :2], r"shape \(3, 4, 4, 4\)"),
+        (lambda c: c.clone().fill_(float("nan")), "NaN"),
+        (lambda c: c * 2.0, "rigid"),
+    ],
+)
+def test_bad_poses_raise_and_leave_the_state_untouched(gen, first, bad, match):
+    state = gen.reset(first, seed=SEED)
+    before = [t.clone() for t in state._all()]
+    c2w = _walk(3, 1, gen.frames_per_step)[0]
+    with pytest.raises(ValueError, match=match):
+        gen.step(state, bad(c2w))
+    assert all(torch.equal(x, y) for x, y in zip(before, state._all()))
+    gen.step(state, c2w)  # still usable
+
+
+def test_bad_first_frames_and_foreign_states_raise(gen, first):
+    with pytest.raises(ValueError, match="uint8"):
+        gen.reset(first.float())
+    with pytest.raises(ValueError, match=r"\(3, 32, 32, 3\)"):
+        gen.reset(first[:, :16])
+    other = StreamingGenerator.from_pretrained("micro", batch_size=3)
+    state = other.reset(first, seed=1)
+    with pytest.raises(ValueError, match="another StreamingGenerator"):
+        gen.step(state, _walk(3, 1, gen.frames_per_step)[0])
+
+
+def test_counter_noise_is_a_pure_function_of_seed_and_counter():
+    seed = torch.tensor([1, 1, 2])
+    a = counter_normal(seed, torch.tensor([4, 5, 4]), 0, (2, 64, 64))
+    b = counter_normal(seed, torch.tensor([4, 5, 4]), 0, (2, 64, 64))
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1]) and not torch.equal(a[0], a[2])
+    assert not torch.equal(a, counter_normal(seed, torch.tensor([4, 5, 4]), 1, (2, 64, 64)))
+    z = a.flatten()
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1.0) < 0.02
+    assert abs(float((z[:-1] * z[1:]).mean())) < 0.02  # neighbours uncorrelated
+
+
+@pytest.mark.slow
+def test_soak_2000_steps_bounded_and_constant_memory(first):
+    gen = StreamingGenerator.from_pretrained("micro", batch_size=1)
+    state = gen.reset(first[:1], seed=SEED)
+    nbytes = state.nbytes()
+    c = np.eye(4)[None]
+    poses = _walk(1, 50, gen.frames_per_step, speed=0.02, turn=0.02, start=c)
+    worst = 0.0
+    for i in range(2000):
+        rgb, lat = gen.step(state, poses[i % 50], return_latents=True)
+        assert torch.isfinite(lat).all()
+        if i % 100 == 99:
+            norms = [t.float().norm().item() for b in state.blocks for t in b.tensors().values()]
+            assert all(math.isfinite(n) for n in norms)
+            worst = max(worst, max(norms))
+            assert state.nbytes() == nbytes
+    assert worst < 1e6
+    assert int(state.chunk_index[0]) == 2001
+
+
+def _cuda_or_skip():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (run on the lent GPU machine)")
+
+
+@pytest.mark.gpu
+def test_graph_matches_eager_and_never_syncs(first):
+    _cuda_or_skip()
+    eager = StreamingGenerator.from_pretrained("micro", device="cuda", dtype=torch.bfloat16, batch_size=3)
+    graphed = StreamingGenerator.from_pretrained("micro", device="cuda", dtype=torch.bfloat16, batch_size=3,
+                                                 graph=True)
+    se, sg = eager.reset(first, seed=SEED), graphed.reset(first, seed=SEED)
+    poses = _walk(3, 4, eager.frames_per_step)
+    for c2w in poses[:2]:
+        a, b = eager.step(se, c2w), graphed.step(sg, c2w)
+        assert (a.int() - b.int()).abs().float().mean() < 2.0
+    graphed._static_c2w.copy_(poses[2].to("cuda"))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graphed._graph.replay()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+def test_graph_reset_and_clone_behave_as_eager(first):
+    _cuda_or_skip()
+    eager = StreamingGenerator.from_pretrained("micro", device="cuda", batch_size=3)
+    graphed = StreamingGenerator.from_pretrained("micro", device="cuda", batch_size=3, graph=True)
+    poses = _walk(3, 4, eager.frames_per_step)
+    se, sg = eager.reset(first, seed=SEED), graphed.reset(first, seed=SEED)
+    for c2w in poses[:2]:
+        eager.step(se, c2w)
+        graphed.step(sg, c2w)
+    fe, fg = se.clone(), sg.clone()
+    mask = torch.tensor([True, False, False])
+    se.reset_(mask, first[:1], seed=7)
+    sg.reset_(mask, first[:1], seed=7)
+    for c2w in poses[2:]:
+        assert (eager.step(se, c2w).int() - graphed.step(sg, c2w).int()).abs().max() <= 2
+        assert (eager.step(fe, c2w).int() - graphed.step(fg, c2w).int()).abs().max() <= 2
