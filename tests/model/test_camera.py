@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from model.camera import (
     UCPETransforms,
     apply_ucpe,
+    apply_ucpe_fast,
     camera_conditions,
     latent_frame_count,
     plucker_maps,
@@ -404,3 +405,18 @@ def test_ray_transforms_and_apply_match_diffusers(dsana, patch, lat_hw):
     after = apply_ucpe(x, tf, "kv", ours_rope)
     ref = dm._downscale_to_reference_rms(x.transpose(-1, -2), after.transpose(-1, -2)).transpose(-1, -2)
     torch.testing.assert_close(post_ucpe_renorm(after, x), ref)
+
+
+@pytest.mark.parametrize("role", ["q", "kv", "out"])
+def test_apply_ucpe_fast_matches_reference(role):
+    g = torch.Generator().manual_seed(11)
+    t, gh, gw, b, heads, d = 2, 3, 4, 2, 3, 16
+    c2w = torch.eye(4).repeat(b, 1 + 4 * (t - 1), 1, 1)
+    c2w[:, :, :3, 3] = torch.randn(b, 1 + 4 * (t - 1), 3, generator=g)
+    k = torch.tensor([3.0, 3.0, 1.5, 1.0]).repeat(b, 1 + 4 * (t - 1), 1)
+    tf = ray_transforms(camera_conditions(c2w, k, 4), gh, gw)
+    rope = cam_rope_freqs(d, t, gh, gw)
+    x = torch.randn(b, heads, t * gh * gw, d, generator=g)
+    ref = apply_ucpe(x, tf, role, rope)
+    fast = apply_ucpe_fast(x, tf.role_matrices()[role], rope, inverse=role == "out")
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model import gdn
 from model.gdn import (
     cam_beta_discount,
     cam_delta_bidirectional,
@@ -635,3 +636,24 @@ def test_bad_shapes_raise_value_error():
         short_conv_chunk_causal(xc, w, [4], tail[:, :2])
     with pytest.raises(ValueError, match=r"chunks \[3\] sum to 3, expected T = 4"):
         short_conv_chunk_causal(xc, w, [3])
+
+
+@pytest.mark.parametrize("S, D", [(3, 4), (10, 12)])
+def test_single_frame_fast_path_matches_naive(S, D):
+    """The direct one-frame streaming update (the hot path of 1-latent chunks) against the naive frame loop."""
+    g = torch.Generator().manual_seed(3)
+    B, H = 2, 2
+    q, k, v, q_rot, k_rot = (torch.relu(torch.randn(B, H, 1, S, D, generator=g)) * 0.3 for _ in range(5))
+    beta = torch.rand(B, H, 1, S, generator=g)
+    gamma = torch.rand(B, H, 1, generator=g) * 0.5 + 0.5
+    s_kv, s_z, s = torch.randn(B, H, D, D, generator=g), torch.randn(B, H, D, generator=g), torch.randn(B, H, D, D,
+                                                                                                      generator=g)
+    fast = gdn.gdn_chunk_step(q, k, v, q_rot, k_rot, beta, gamma, s_kv=s_kv, s_z=s_z)
+    num, den, s_kv2, s_z2 = gdn.gdn_naive(q, k, v, q_rot, k_rot, beta, gamma, s_kv=s_kv, s_z=s_z)
+    torch.testing.assert_close(fast[0], num / (den[..., None] + 1e-8), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast[1], s_kv2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast[2], s_z2, rtol=1e-5, atol=1e-6)
+    out, s2 = gdn.cam_delta_chunk_step(q, k, v, beta, gamma, s=s)
+    ref, s_ref = gdn.cam_delta_naive(q, k, v, beta, gamma, s=s)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s2, s_ref, rtol=1e-5, atol=1e-6)
