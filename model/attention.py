@@ -170,14 +170,39 @@ class SanaWMAttention(nn.Module):
                 cache.k_tail.copy_(new_tail)
         return y.reshape(b, n, c).to(x.dtype)
 
-    def _gates(self, x: torch.Tensor, ctx: AttnContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """beta [B, H, T, S] per token; gamma [B, H, T] per frame (from the spatial mean), in float32."""
-        b, n, c = x.shape
-        beta = torch.sigmoid(self.beta_proj(x)).view(b, ctx.frames, ctx.tokens_per_frame, self.heads)
-        beta = beta.permute(0, 3, 1, 2).float()
-        a = self.gate_proj(x.view(b, ctx.frames, ctx.tokens_per_frame, c).mean(2)).float()  # (B, T, H)
+    def _linears(self) -> list[nn.Linear]:
+        """The input projections of x, in the order `_project` returns them."""
+        lin = [self.qkv, self.q_proj_cam, self.k_proj_cam, self.v_proj_cam, self.output_gate]
+        return lin if self.softmax else lin + [self.beta_proj, self.gate_proj]
+
+    @torch.no_grad()
+    def fuse_projections(self) -> None:
+        """Concatenate the input projections into one matrix for inference (one matmul instead of seven).
+
+        A derived copy of the weights, used only in eval mode; call again after changing the weights.
+        """
+        lins = self._linears()
+        w = torch.cat([m.weight for m in lins])
+        b = torch.cat([m.bias if m.bias is not None else torch.zeros(m.out_features, device=w.device, dtype=w.dtype)
+                       for m in lins])
+        self.register_buffer("_fused_w", w, persistent=False)
+        self.register_buffer("_fused_b", b, persistent=False)
+        self._fused_sizes = [m.out_features for m in lins]
+
+    def _project(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[q|k|v, q_cam, k_cam, v_cam, output gate, (beta logits, decay logits)] of x, each [B, N, .]."""
+        if getattr(self, "_fused_sizes", None) and not self.training:
+            return list(F.linear(x, self._fused_w, self._fused_b).split(self._fused_sizes, dim=-1))
+        return [m(x) for m in self._linears()]
+
+    def _gates(self, beta_logit: torch.Tensor, decay_logit: torch.Tensor, ctx: AttnContext):
+        """beta [B, H, T, S] per token; gamma [B, H, T] per frame from the spatial mean (the projection is linear,
+        so the mean of the projections is the projection of the mean), in float32."""
+        b = beta_logit.shape[0]
+        beta = torch.sigmoid(beta_logit.float()).view(b, ctx.frames, ctx.tokens_per_frame, self.heads)
+        a = decay_logit.float().view(b, ctx.frames, ctx.tokens_per_frame, self.heads).mean(2)   # (B, T, H)
         gamma = torch.exp(-torch.exp(self.A_log.float()) * F.softplus(a + self.dt_bias.float()))
-        return beta, gamma.transpose(1, 2)
+        return beta.permute(0, 3, 1, 2), gamma.transpose(1, 2)
 
     def _key_scale(self, ctx: AttnContext) -> float:
         return (self.head_dim ** -0.5) * (ctx.tokens_per_frame ** -0.5)
@@ -189,9 +214,9 @@ class SanaWMAttention(nn.Module):
         return None
 
     # ------------------------------------------------------------------ GDN branches
-    def _main_gdn(self, x, ctx, beta, gamma, cache, write):
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
+    def _main_gdn(self, qkv, ctx, beta, gamma, cache, write):
+        b, n, _ = qkv.shape
+        q, k, v = qkv.chunk(3, dim=-1)
         k = self._conv(k, self.conv_k, ctx, cross_chunk=True, cache=cache, write=write)
         q = F.relu(self.q_norm(q))
         k = F.relu(self.k_norm(k)) * self._key_scale(ctx)
@@ -249,8 +274,8 @@ class SanaWMAttention(nn.Module):
             _write_slots(cache.vc if cam else cache.v, v, ctx)
         return torch.cat(outs, dim=2)
 
-    def _main_softmax(self, x, ctx, cache, write):
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
+    def _main_softmax(self, qkv, ctx, cache, write):
+        q, k, v = qkv.chunk(3, dim=-1)
         q, k, v = self._heads(self.q_norm(q)), self._heads(self.k_norm(k)), self._heads(v)
         if ctx.chunks is None:
             q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
@@ -258,8 +283,8 @@ class SanaWMAttention(nn.Module):
         return self._merge(self._softmax_chunked(q, k, v, ctx, cam=False, cache=cache, write=write))
 
     # ------------------------------------------------------------------ camera branch
-    def _camera(self, x, ctx, beta, gamma, cache, write):
-        q, k, v = self.q_proj_cam(x), self.k_proj_cam(x), self.v_proj_cam(x)
+    def _camera(self, q, k, v, ctx, beta, gamma, cache, write):
+        dtype = v.dtype
         if not self.softmax:
             # In streaming the camera conv has no cross-chunk context, so chunk-causal mode matches it.
             k = self._conv(k, self.conv_k_cam, ctx, cross_chunk=False, cache=None, write=False)
@@ -276,7 +301,7 @@ class SanaWMAttention(nn.Module):
         if self.cfg.cam_post_renorm:  # RoPE preserves norms, so renorm before or after it is the same
             qc, kc, vc = post_ucpe_renorm(qc, q), post_ucpe_renorm(kc, k), post_ucpe_renorm(vc, v)
         if not self.softmax:
-            out = self._cam_gdn(q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write).to(x.dtype)
+            out = self._cam_gdn(q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write).to(dtype)
         elif chunked_softmax:
             out = self._softmax_chunked(qc, kc, vc, ctx, cam=True, cache=cache, write=write)
         else:
@@ -288,19 +313,20 @@ class SanaWMAttention(nn.Module):
             out = torch.cat([out[..., :half], torch.cat(parts, dim=2)], dim=-1)
         else:
             out = apply_ucpe_fast(out, mats["out"], ctx.cam_rope, inverse=True)
-        return self.out_proj_cam(self._merge(out))
+        return self._merge(out)
 
     def forward(self, x: torch.Tensor, ctx: AttnContext, cache: BlockCache | None = None,
                 write: bool = False) -> torch.Tensor:
         """x: [B, T*S, C] modulated block input -> [B, T*S, C]. With `cache`, stream one chunk (write on the
         clean pass)."""
+        proj = self._project(x)
         beta = gamma = None
         if self.softmax:
-            out = self._main_softmax(x, ctx, cache, write)
+            out = self._main_softmax(proj[0], ctx, cache, write)
         else:
-            beta, gamma = self._gates(x, ctx)
-            out = self._main_gdn(x, ctx, beta, gamma, cache, write).to(x.dtype)
+            beta, gamma = self._gates(proj[5], proj[6], ctx)
+            out = self._main_gdn(proj[0], ctx, beta, gamma, cache, write).to(x.dtype)
         if ctx.cam is not None:
-            out = out + self._camera(x, ctx, beta, gamma, cache, write)
-        out = out.float() * F.silu(self.output_gate(x).float())
+            out = out + self.out_proj_cam(self._camera(proj[1], proj[2], proj[3], ctx, beta, gamma, cache, write))
+        out = out.float() * F.silu(proj[4].float())
         return self.proj(out.to(x.dtype))

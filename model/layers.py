@@ -99,13 +99,19 @@ class CrossAttention(nn.Module):
         self.q_norm = RMSNorm(hidden, eps)
         self.k_norm = RMSNorm(hidden, eps)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, N, C]; y: [B, L, C] caption tokens; mask: [B, L] (1 = valid) or None."""
-        b, n, c = x.shape
-        q = self.q_norm(self.q_linear(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, heads, N, d)
+    def keys_values(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption keys and values [B, heads, L, d]: they depend on the caption only, so a step computes them once."""
+        b, _, c = y.shape
         k, v = self.kv_linear(y).view(b, -1, 2, c).unbind(2)                          # (B, L, C) each
         k = self.k_norm(k).view(b, -1, self.heads, c // self.heads).transpose(1, 2)
-        v = v.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
+        return k, v.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, N, C]; y: [B, L, C] caption tokens, or their precomputed `keys_values`; mask: [B, L] or None."""
+        b, n, c = x.shape
+        q = self.q_norm(self.q_linear(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, heads, N, d)
+        k, v = y if isinstance(y, tuple) else self.keys_values(y)
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))

@@ -48,7 +48,8 @@ class SanaWMBlock(nn.Module):
 
     def forward(self, x, y, y_mask, t0, ctx: AttnContext, plucker: torch.Tensor | None,
                 cache: BlockCache | None = None, write: bool = False):
-        """x: [B, T*S, C]; y: [B, L, C]; y_mask: [B, L]; t0: [B, T, 6, C]; plucker: [B, T*S, C] or None.
+        """x: [B, T*S, C]; y: [B, L, C] (or this block's caption keys/values); y_mask: [B, L];
+        t0: [B, T, 6, C]; plucker: [B, T*S, C] or None.
 
         With `cache`, this is one streamed chunk; `write` (the clean pass) updates the cache in place.
         """
@@ -227,7 +228,7 @@ class SanaWMTransformer(nn.Module):
         return ctx
 
     def prepare(self, frames: int, camera_conditions, plucker, caption, chunks, frame_offset, stream, batch: int,
-                device) -> tuple[AttnContext, torch.Tensor | None, torch.Tensor]:
+                device) -> tuple[AttnContext, torch.Tensor | None, torch.Tensor | list]:
         """Everything of a forward that does not depend on the latents or the timestep: the attention context,
         the Plücker embedding and the caption tokens. Denoising passes of one step share it."""
         dtype = self.x_embedder.proj.weight.dtype
@@ -236,6 +237,8 @@ class SanaWMTransformer(nn.Module):
         if caption is None:
             caption, _ = self.null_caption(batch)
         y = self.attention_y_norm(self.y_embedder(caption.to(dtype)))    # (B, L, C)
+        if not self.training:  # per-block caption keys / values, shared by every pass
+            y = [blk.cross_attn.keys_values(y) for blk in self.blocks]
         return ctx, plucker_emb, y
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -282,17 +285,19 @@ class SanaWMTransformer(nn.Module):
                                     latents.device)
         ctx, plucker_emb, y = prepared
         if caption_mask is None:
-            caption_mask = torch.ones(b, y.shape[1], dtype=torch.bool, device=y.device)
+            n_cap = y[0][0].shape[2] if isinstance(y, list) else y.shape[1]
+            caption_mask = torch.ones(b, n_cap, dtype=torch.bool, device=latents.device)
         t = self.t_embedder(timestep.long().float().flatten())             # (B*T, C)
         t0 = self.t_block(t).view(b, frames, 6, -1)                        # (B, T, 6, C)
         t = t.view(b, frames, -1)
         # 2. Blocks.
         for i, blk in enumerate(self.blocks):
             bc = cache[i] if cache is not None else None
+            yi = y[i] if isinstance(y, list) else y
             if self.gradient_checkpointing and torch.is_grad_enabled() and bc is None:
-                x = checkpoint(blk, x, y, caption_mask, t0, ctx, plucker_emb, use_reentrant=False)
+                x = checkpoint(blk, x, yi, caption_mask, t0, ctx, plucker_emb, use_reentrant=False)
             else:
-                x = blk(x, y, caption_mask, t0, ctx, plucker_emb, bc, write)
+                x = blk(x, yi, caption_mask, t0, ctx, plucker_emb, bc, write)
         # 3. Output.
         return self.unpatchify(self.final_layer(x, t), frames)
 
