@@ -217,9 +217,13 @@ class StreamingGenerator:
 
     @torch.no_grad()
     def reset_rows(self, state: WorldState, mask, first_frames, intrinsics=None, captions=None,
-                   seed: int | None = None, c2w0=None) -> WorldState:
+                   seed=None, c2w0=None) -> WorldState:
         """Restart the worlds where mask is True, in place; first_frames has one frame per restarted world
-        (or one per world, of which the masked rows are used). Other worlds stay bit-identical."""
+        (or one per world, of which the masked rows are used). Other worlds stay bit-identical.
+
+        seed: None (random), an int (world j of the restarted ones gets seed + j) or one seed per restarted world.
+        c2w0: the first frame's camera-to-world pose(s); conditioning is relative to it.
+        """
         self._check_state(state)
         b = state.batch_size
         mask = _as_tensor(mask, "mask").to(torch.bool).reshape(-1)
@@ -245,7 +249,14 @@ class StreamingGenerator:
         sub.pose0.copy_(pose0)
         sub.pose.copy_(pose0)
         sub.intrinsics.copy_(k)
-        seeds = torch.randint(0, 2**31 - 1, (m,)) if seed is None else torch.arange(m) + int(seed)
+        if seed is None:
+            seeds = torch.randint(0, 2**31 - 1, (m,))
+        elif isinstance(seed, int | np.integer):
+            seeds = torch.arange(m) + int(seed)
+        else:  # one seed per restarted world
+            seeds = torch.as_tensor(np.asarray(seed), dtype=torch.int64).reshape(-1)
+            if seeds.numel() != m:
+                raise ValueError(f"seed must be an int or {m} per-world seeds, got {seeds.numel()}")
         sub.seed.copy_(seeds.to(self.device))
         if captions is not None:
             cap = rows(captions, "captions").to(self.device, self.dtype)

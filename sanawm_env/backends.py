@@ -1,15 +1,16 @@
 """The Backend protocol: what turns camera poses into frames for N worlds at once.
 
-Two backends share it: "oracle" (the procedural worlds ray-cast by `scenes.Renderer`, here) and, later, "model"
-(the streaming world model). The env never branches on which one it holds: it resets worlds with their scene, start
-pose and intrinsics, then hands over K poses per world per step and gets K frames back.
+Two backends share it: "oracle" (the procedural worlds ray-cast by `scenes.Renderer`) and "model" (the
+streaming world model, `model.generator.StreamingGenerator`, whose first frame is the oracle's view of the
+episode's start pose or a user image). The env never branches on which one it holds: it resets worlds with
+their scene, start pose and intrinsics, then hands over K poses per world per step and gets K frames back.
 
 - Frames cross the protocol as numpy uint8 (.., H, W, 3) RGB on the host; poses as float64 camera-to-world (4, 4)
   in OpenCV axes and metres; intrinsics as (fx, fy, cx, cy) in pixels of the frame.
 - The env keeps the Scene of every world for the whole episode whatever the backend: the task scores poses against
   that scene's geometry, and the model backend may use the scene to render its first frame.
 - `get_state(i)` / `set_state(i, s)` snapshot and restore one world (the oracle's state is tiny: the scene, the
-  intrinsics and the last frame; the model's will be a WorldState clone), so planners can branch.
+  intrinsics and the last frame; the model's is a one-world WorldState clone), so planners can branch.
 """
 
 from __future__ import annotations
@@ -73,15 +74,16 @@ class Backend(Protocol):
 
 def make_backend(name: str, *, num_worlds: int, height: int, width: int, frames_per_step: int = 4,
                  device: str | torch.device = "cpu", model: str = "tiny", compile: bool = False,
-                 supersample: int = 1) -> Backend:
+                 supersample: int = 1, graph: bool = False) -> Backend:
     """The backend called `name` for `num_worlds` worlds of `height` x `width` frames.
 
-    `frames_per_step` is what the oracle renders per step; the model backend's chunk will fix it (read
-    `backend.frames_per_step`). `model` ("tiny" or a checkpoint path) is for the model backend.
+    `frames_per_step` is what the oracle renders per step; the model's chunk fixes it for the model backend (read
+    `backend.frames_per_step`). `model` ("tiny", "micro" or a checkpoint path) and `graph` (CUDA graphs) are for
+    the model backend, whose frame size is the model's.
     """
     if name == "model":
-        raise ValueError(f"backend 'model' is not available yet (the streaming world model backend has not landed; "
-                         f"model={model!r} was requested); use backend='oracle'")
+        return ModelBackend(num_worlds, model=model, height=height, width=width, device=device, graph=graph,
+                            compile=compile, supersample=supersample)
     if name != "oracle":
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     cfg = OracleConfig(height=height, width=width, frames_per_step=frames_per_step, compile=compile,
@@ -237,3 +239,109 @@ class OracleBackend:
         out = self._renderer.render(torch.from_numpy(c2w).to(self.device), torch.from_numpy(self._k[worlds]),
                                     self._scene_index[w])
         return out.rgb.cpu().numpy()
+
+
+@dataclass
+class ModelWorldState:
+    """One model world: its slice of the generator's WorldState (caches, pose, RNG) and its scene."""
+
+    world: Any               # model.state.WorldState with batch 1
+    scene: Scene
+    intrinsics: np.ndarray   # (4,) float32
+    last_frame: np.ndarray   # (H, W, 3) uint8
+
+
+class ModelBackend:
+    """Generated frames: the streaming world model steps all N worlds as one batch.
+
+    A world starts from a first frame: the start image given at reset, or the oracle's view of the start pose
+    in the episode's scene (so the model continues a real place). Its poses stay metric: the generator
+    conditions on them relative to the first frame's pose, and the env scores the task in the same scene.
+    """
+
+    def __init__(self, num_worlds: int, model: str = "tiny", height: int | None = None, width: int | None = None,
+                 device: str | torch.device = "cpu", graph: bool = False, compile: bool = False,
+                 supersample: int = 1):
+        from model.generator import StreamingGenerator  # the model is only imported when asked for
+
+        if num_worlds < 1:
+            raise ValueError(f"num_worlds must be at least 1, got {num_worlds}")
+        self.gen = StreamingGenerator.from_pretrained(model, device=device, batch_size=num_worlds, graph=graph)
+        self.height, self.width = self.gen.frame_hw
+        if (height, width) not in ((None, None), (self.height, self.width)):
+            raise ValueError(f"model {model!r} makes {self.height}x{self.width} frames; the env asked for "
+                             f"{height}x{width} (pass size={self.height})")
+        self.num_worlds = num_worlds
+        self.frames_per_step = self.gen.frames_per_step
+        self.device = self.gen.device
+        self.oracle = OracleBackend(num_worlds, OracleConfig(self.height, self.width, 1, compile, supersample),
+                                    device=device)
+        self.state = self.gen.new_state(num_worlds)
+        self._started = np.zeros(num_worlds, dtype=bool)
+        self._last = np.zeros((num_worlds, self.height, self.width, 3), np.uint8)
+        self.closed = False
+
+    def reset(self, index, scenes, c2w, intrinsics, images=None, seeds=None) -> np.ndarray:
+        self._check_open()
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        m = len(idx)
+        if images is None:
+            images = self.oracle.reset(idx, scenes, c2w, intrinsics)  # validates index, scenes, c2w, intrinsics
+        else:
+            images = np.asarray(images)
+            if images.dtype != np.uint8 or images.shape != (m, self.height, self.width, 3):
+                raise ValueError(f"start images must be uint8 of shape ({m}, {self.height}, {self.width}, 3), "
+                                 f"got {images.dtype} {images.shape}")
+            self.oracle.reset(idx, scenes, c2w, intrinsics)
+        mask = np.zeros(self.num_worlds, dtype=bool)
+        mask[idx] = True
+        order = np.argsort(idx)  # reset_rows takes the restarted worlds in index order
+        self.gen.reset_rows(self.state, torch.from_numpy(mask), torch.from_numpy(images[order]),
+                            intrinsics=torch.from_numpy(np.asarray(intrinsics, np.float32)[order]),
+                            seed=None if seeds is None else np.asarray(seeds)[order],
+                            c2w0=torch.from_numpy(np.asarray(c2w, np.float64)[order]))
+        self._started[idx] = True
+        self._last[idx] = images
+        return images
+
+    def step(self, c2w) -> np.ndarray:
+        self._check_open()
+        if not self._started.all():
+            raise RuntimeError(f"reset every world before step; worlds {np.flatnonzero(~self._started).tolist()} "
+                               "were never reset")
+        c2w = np.asarray(c2w, dtype=np.float64)
+        n, k = self.num_worlds, self.frames_per_step
+        if c2w.shape != (n, k, 4, 4):
+            raise ValueError(f"c2w must have shape ({n}, {k}, 4, 4) (all worlds, K poses each), got {c2w.shape}")
+        frames = self.gen.step(self.state, torch.from_numpy(c2w)).cpu().numpy()  # (N, K, H, W, 3)
+        self._last[:] = frames[:, -1]
+        return frames
+
+    def get_state(self, index: int) -> ModelWorldState:
+        self._check_open()
+        i = int(index)
+        if not (0 <= i < self.num_worlds) or not self._started[i]:
+            raise RuntimeError(f"world {index} was never reset (or is out of range); nothing to snapshot")
+        o = self.oracle.get_state(i)
+        return ModelWorldState(world=self.state.select([i]), scene=o.scene, intrinsics=o.intrinsics,
+                               last_frame=self._last[i].copy())
+
+    def set_state(self, index: int, state: ModelWorldState) -> None:
+        self._check_open()
+        i = int(index)
+        if not isinstance(state, ModelWorldState):
+            raise TypeError(f"state must be a ModelWorldState from ModelBackend.get_state, got {type(state).__name__}")
+        if not 0 <= i < self.num_worlds:
+            raise ValueError(f"world index must be in [0, {self.num_worlds}), got {index}")
+        self.state.assign_rows_([i], state.world)
+        self.oracle.set_state(i, OracleState(state.scene, state.intrinsics, state.last_frame))
+        self._started[i] = True
+        self._last[i] = state.last_frame
+
+    def close(self) -> None:
+        self.oracle.close()
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this backend was closed")

@@ -1,0 +1,105 @@
+"""The model backend (the streaming world model, `micro`): the same env contract as the oracle."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sanawm_env
+from sanawm_env.backends import ModelBackend, make_backend
+from sanawm_env.scenes import make_scene
+
+MODEL = dict(backend="model", model="micro", size=32, scene_seeds=2)
+TIMINGS = ("step_ms", "backend_ms")
+
+
+def _actions(n, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 6)).astype(np.float32)
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a if k not in TIMINGS)
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("env_id", sorted(sanawm_env.ENV_IDS))
+def test_checkers_pass_with_the_model_backend(env_id):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(env_id, **MODEL)
+    check_env(env.unwrapped, skip_render_check=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*minimal resolution.*")  # micro frames are 32x32
+        sb3_check_env(env.unwrapped)
+    obs, info = env.reset(seed=0)
+    obs, reward, term, trunc, info = env.step(env.action_space.sample())
+    assert obs["rgb"].shape == (32, 32, 3) and info["frames"].shape == (4, 32, 32, 3)
+    assert type(reward) is float and type(term) is bool and type(trunc) is bool
+    env.close()
+    env.close()
+
+
+def test_same_seed_same_actions_identical_and_the_model_generates():
+    acts = _actions(5)
+    runs = []
+    for seed in (3, 3, 4):
+        env = gym.make("SanaWM/PointNav-v0", **MODEL)
+        obs, _ = env.reset(seed=seed)
+        out = [obs] + [env.step(a) for a in acts]
+        runs.append(out)
+        env.close()
+    assert all(_same(x[0] if isinstance(x, tuple) else x, y[0] if isinstance(y, tuple) else y)
+               for x, y in zip(runs[0], runs[1]))
+    assert not _same(runs[0][-1][0], runs[2][-1][0])
+    frames = runs[0][-1][4]["frames"]
+    assert frames.std() > 1.0  # generated, not a constant image
+
+
+def test_vector_env_equals_single_envs_with_the_model():
+    n = 3
+    acts = np.stack([_actions(4, seed=i) for i in range(n)], 1)  # (T, N, 6)
+    envs = gym.make_vec("SanaWM/FreeRoam-v0", num_envs=n, **MODEL)
+    singles = [gym.make("SanaWM/FreeRoam-v0", **MODEL) for _ in range(n)]
+    obs, _ = envs.reset(seed=20)
+    single = [e.reset(seed=20 + i)[0] for i, e in enumerate(singles)]
+    for i in range(n):
+        assert np.array_equal(obs["rgb"][i], single[i]["rgb"])
+    for a in acts:
+        obs, *_ = envs.step(a)
+        for i, e in enumerate(singles):
+            # One batch of N worlds vs N batches of one: float32 GEMMs block differently, so frames agree to
+            # one 8-bit level at a few pixels rather than bit for bit.
+            diff = np.abs(obs["rgb"][i].astype(int) - e.step(a[i])[0]["rgb"].astype(int))
+            assert diff.max() <= 1 and diff.mean() < 0.01
+    envs.close()
+
+
+def test_get_state_set_state_branches_the_generated_world():
+    acts = _actions(6, seed=2)
+    env = gym.make("SanaWM/FreeRoam-v0", **MODEL)
+    env.reset(seed=4)
+    for a in acts[:2]:
+        env.step(a)
+    snap = env.unwrapped.get_state()
+    first = [env.step(a)[0]["rgb"] for a in acts[2:]]
+    env.unwrapped.set_state(snap)
+    again = [env.step(a)[0]["rgb"] for a in acts[2:]]
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+
+
+def test_start_image_is_the_first_frame_and_sizes_must_match():
+    env = gym.make("SanaWM/FreeRoam-v0", **MODEL)
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    obs, _ = env.reset(seed=0, options={"start_image": img})
+    assert np.array_equal(obs["rgb"], img)
+    with pytest.raises(ValueError, match="32x32"):
+        make_backend("model", num_worlds=1, height=64, width=64, model="micro")
+    b = ModelBackend(1, model="micro")
+    with pytest.raises(RuntimeError, match="reset every world"):
+        b.step(np.tile(np.eye(4), (1, 4, 1, 1)))
+    scene = make_scene("indoor", 0)
+    with pytest.raises(ValueError, match="start images must be uint8"):
+        b.reset([0], [scene], np.eye(4)[None], np.array([[16.0, 16.0, 15.5, 15.5]]), images=np.zeros((1, 8, 8, 3)))
