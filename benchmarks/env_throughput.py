@@ -27,9 +27,11 @@ from sanawm_env.backends import make_backend
 from sanawm_env.env import SanaWMEnv
 from sanawm_env.vector import SanaWMVectorEnv
 
-# One line per backend: name -> extra env kwargs. The model backend joins with {"model": "tiny"} once it exists.
+# One line per backend: name -> extra env kwargs. The model row uses `--model` (default: the shipped tiny model
+# when present, else the seeded random micro model: the env overhead does not depend on the weights).
 BACKENDS: dict[str, dict] = {
     "oracle": {},
+    "model": {"model": None},
 }
 TASKS = ("freeroam", "pointnav")
 
@@ -45,8 +47,18 @@ def replay_backend(env, backend_name: str, extra: dict):
     return b
 
 
+def model_size(name: str) -> int:
+    from model.config import PRESETS
+
+    return PRESETS[name].height if name in PRESETS else 128
+
+
 def run_case(backend_name: str, extra: dict, task: str, n: int, vector: bool, a) -> dict:
-    kw = dict(task=task, backend=backend_name, size=a.size, device=a.device, compile=a.compile,
+    size = a.size
+    if "model" in extra:
+        extra = {"model": extra["model"] or a.model}
+        size = model_size(extra["model"])
+    kw = dict(task=task, backend=backend_name, size=size, device=a.device, compile=a.compile,
               frames_per_step=a.frames_per_step, scene_seeds=(0, 1, 2, 3), **extra)
     if task == "pointnav":
         kw["end_on_success"] = False  # a lucky random walk must not end the episode mid-benchmark
@@ -77,7 +89,8 @@ def run_case(backend_name: str, extra: dict, task: str, n: int, vector: bool, a)
     env.close()
     replay.close()
     env_s, back_s = statistics.median(env_t), statistics.median(back_t)
-    return {"backend": backend_name, "env": "vector" if vector else "single", "task": task, "num_envs": n,
+    return {"backend": backend_name + (f":{extra['model']}" if "model" in extra else ""), "size": size,
+            "env": "vector" if vector else "single", "task": task, "num_envs": n,
             "frames_per_step": k, "env_ms": env_s * 1e3, "backend_ms": back_s * 1e3,
             "env_steps_per_s": n / env_s, "frames_per_s": n * k / env_s, "backend_frames_per_s": n * k / back_s,
             # per step, the env and the replaying backend rendered the same poses: the median of the ratios
@@ -96,13 +109,21 @@ def main(argv=None) -> dict:
     p.add_argument("--nums", default="1,8,32", help="vector env sizes (256 is added on CUDA)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="oracle: fused (torch.compile) ray caster")
+    p.add_argument("--model", default=None, help="model backend: tiny (if shipped) or micro, or a checkpoint")
+    p.add_argument("--backends", default="oracle,model")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args(argv)
+    if a.model is None:
+        from model.generator import WEIGHTS
+
+        a.model = "tiny" if (WEIGHTS / "tiny_dit.safetensors").exists() else "micro"
     nums = [int(x) for x in a.nums.split(",")]
     if a.device.startswith("cuda") and 256 not in nums:
         nums.append(256)
     cases = []
     for name, extra in BACKENDS.items():
+        if name not in a.backends.split(","):
+            continue
         cases += [(name, extra, task, 1, False) for task in TASKS]
         cases += [(name, extra, "freeroam", n, True) for n in nums]
         cases += [(name, extra, "pointnav", 1, True)]
@@ -120,10 +141,10 @@ def main(argv=None) -> dict:
     print(f"\nenv throughput, {a.size}x{a.size}, K={a.frames_per_step} frames/step, {a.device}"
           f"{' (' + result['gpu'] + ')' if result['gpu'] else ''}, {torch.get_num_threads()} threads, "
           f"{'compiled' if a.compile else 'eager'} oracle, median of {a.steps} steps")
-    print(f"{'backend':<8} {'env':<7} {'task':<9} {'N':>4} {'env steps/s':>12} {'frames/s':>10} {'env ms':>9} "
+    print(f"{'backend':<12} {'env':<7} {'task':<9} {'N':>4} {'env steps/s':>12} {'frames/s':>10} {'env ms':>9} "
           f"{'backend ms':>11} {'env/backend':>12} {'inner':>7} {'env-only ms':>12}")
     for r in rows:
-        print(f"{r['backend']:<8} {r['env']:<7} {r['task']:<9} {r['num_envs']:>4} {r['env_steps_per_s']:>12.1f} "
+        print(f"{r['backend']:<12} {r['env']:<7} {r['task']:<9} {r['num_envs']:>4} {r['env_steps_per_s']:>12.1f} "
               f"{r['frames_per_s']:>10.1f} {r['env_ms']:>9.2f} {r['backend_ms']:>11.2f} {r['overhead_ratio']:>12.3f} "
               f"{r['inner_overhead_ratio']:>7.3f} {r['env_overhead_ms']:>12.2f}")
     worst = max(r["overhead_ratio"] for r in rows if r["num_envs"] == 1)
