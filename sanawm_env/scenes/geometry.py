@@ -150,6 +150,7 @@ class SceneGeometry:
         self.scene, self.cfg = scene, cfg
         self._lo = scene.h_lo.detach().cpu().double().numpy()  # (NZ, NX)
         self._hi = scene.h_hi.detach().cpu().double().numpy()
+        self._lo_list, self._hi_list = self._lo.tolist(), self._hi.tolist()  # for the scalar per-step path
         self._cell = float(scene.cell)
         nz, nx = self._lo.shape
         self._size = (nx * self._cell, nz * self._cell)  # (W, L) metres along x, z
@@ -198,6 +199,8 @@ class SceneGeometry:
         if not np.isfinite(p).all():
             raise ValueError("points contain NaN or Inf")
         single = p.ndim == 1
+        if single:
+            return self._is_free_point(float(p[0]), float(-p[1]), float(p[2]))
         p = p.reshape(-1, 3)
         r, bh, c = self.cfg.radius, self.cfg.body_height, self._cell
         x, hc, z = p[:, 0], -p[:, 1], p[:, 2]
@@ -219,6 +222,25 @@ class SceneGeometry:
                 ez = np.maximum(np.maximum(i * c - z, z - (i + 1) * c), 0.0)
                 ok &= ~(span & (ex * ex + ez * ez < r * r))
         return ok[0] if single else ok
+
+    def _is_free_point(self, x: float, hc: float, z: float) -> bool:
+        """`is_free` for one camera (x, height, z) in plain floats: the per-step path, without array overhead."""
+        r, bh, c, tol = self.cfg.radius, self.cfg.body_height, self._cell, 1e-9
+        if not (self._h_min - tol <= hc <= self._h_max + tol and r - tol <= x <= self._size[0] - r + tol
+                and r - tol <= z <= self._size[1] - r + tol):
+            return False
+        nz, nx = self._lo.shape
+        i0, j0 = math.floor((z - r) / c), math.floor((x - r) / c)
+        k = int(math.ceil(2 * r / c)) + 1
+        for i in range(max(i0, 0), min(i0 + k, nz)):
+            for j in range(max(j0, 0), min(j0 + k, nx)):
+                lo, hi = self._lo_list[i][j], self._hi_list[i][j]
+                if hi > lo and lo < hc + r and hi > hc - bh - r:
+                    ex = max(j * c - x, x - (j + 1) * c, 0.0)
+                    ez = max(i * c - z, z - (i + 1) * c, 0.0)
+                    if ex * ex + ez * ez < r * r:
+                        return False
+        return True
 
     def move(self, c2w_from, c2w_to) -> tuple[np.ndarray, bool]:
         """Move the camera from one pose toward another; returns (c2w (4, 4) float64, collided).
@@ -504,6 +526,9 @@ class SceneGeometry:
 # ---------------------------------------------------------------------- helpers (pure functions)
 
 
+_EYE3 = np.eye(3)
+
+
 def _to_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
@@ -517,13 +542,15 @@ def _pose(c2w, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a (4, 4) camera-to-world matrix, got shape {a.shape}")
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or Inf: {a.tolist()}")
-    if not np.allclose(a[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+    if abs(a[3, 0]) > 1e-6 or abs(a[3, 1]) > 1e-6 or abs(a[3, 2]) > 1e-6 or abs(a[3, 3] - 1.0) > 1e-6:
         raise ValueError(f"{name} last row must be [0, 0, 0, 1], got {a[3].tolist()}")
     rot = a[:3, :3]
-    err = float(np.abs(rot @ rot.T - np.eye(3)).max())
-    if err > 1e-3 or np.linalg.det(rot) < 0:
+    err = float(np.abs(rot @ rot.T - _EYE3).max())
+    (a0, a1, a2), (b0, b1, b2), (c0, c1, c2) = rot.tolist()
+    det = a0 * (b1 * c2 - b2 * c1) - a1 * (b0 * c2 - b2 * c0) + a2 * (b0 * c1 - b1 * c0)
+    if err > 1e-3 or det < 0:
         raise ValueError(f"{name} rotation must be orthonormal with det +1, got |R R^T - I| = {err:.3g}, "
-                         f"det = {np.linalg.det(rot):.3g}")
+                         f"det = {det:.3g}")
     return a.copy()
 
 
