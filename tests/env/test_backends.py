@@ -22,8 +22,8 @@ def poses(n, z0=2.0):
 
 
 def test_make_backend_names():
-    with pytest.raises(ValueError, match="backend 'model' is not available yet"):
-        make_backend("model", num_worlds=1, height=H, width=W)
+    with pytest.raises(FileNotFoundError, match="no world-model checkpoint at /nope/dit.safetensors"):
+        make_backend("model", num_worlds=1, height=H, width=W, model="/nope/dit.safetensors")
     with pytest.raises(ValueError, match="must be one of"):
         make_backend("unreal", num_worlds=1, height=H, width=W)
     b = make_backend("oracle", num_worlds=2, height=H, width=W, frames_per_step=3)

@@ -160,8 +160,8 @@ def test_constructor_arguments_are_checked():
         SanaWMEnv(task="pointnav", sise=64)
     with pytest.raises(TypeError, match="does not use"):
         SanaWMEnv(task="freeroam", success_radius=0.3)
-    with pytest.raises(ValueError, match="backend 'model' is not available yet"):
-        gym.make("SanaWM/PointNav-v0", backend="model")
+    with pytest.raises(FileNotFoundError, match="no world-model checkpoint"):
+        gym.make("SanaWM/PointNav-v0", backend="model", model="/nope/dit.safetensors")
     with pytest.raises(ValueError, match="scene must be one of"):
         SanaWMEnv(scene="mars")
 
