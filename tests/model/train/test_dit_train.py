@@ -1,0 +1,145 @@
+"""DiT trainer: every objective overfits a batch, the run writes a loadable release, resume is bit-identical,
+the training rollout is the inference path, and a 2-process torchrun job keeps both ranks identical."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import read_state_dict
+from model.config import get_config
+from model.generator import RecomputeGenerator, StreamingGenerator
+from model.state import counter_normal
+from model.train.common import Dist, load_state, read_csv, state_hash, step_generator
+from model.train.dit_train import Args, Draws, make_optimizer, sample_batch, train, train_step
+from model.train.evaluate import LatentBatch, sample_chunk
+from model.train.latents import Args as LatentArgs
+from model.train.latents import LatentCache, build_cache, camera_conditioning, save_vae
+from model.transformer import build_model
+from model.vae import CausalVAE, vae_config
+from sanawm_env.scenes.export import ExportConfig, export_clips
+
+REPO = Path(__file__).resolve().parents[3]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A latent cache (windows of 3 latents) of 4 exported clips, encoded by a seeded random micro VAE."""
+    root = tmp_path_factory.mktemp("dit")
+    index = export_clips(ExportConfig(out=str(root / "clips"), clips=4, frames=9, size=32, seed=5, png=True,
+                                      compile=False, supersample=1), progress=False)
+    torch.manual_seed(0)
+    vae = CausalVAE(vae_config("micro"))
+    vae_path = save_vae(vae, root / "vae.safetensors", "micro")
+    cache = build_cache(LatentArgs(data=str(index), vae=str(vae_path), out=str(root / "lat"), window=3,
+                                   device="cpu", progress=False))
+    return cache, vae_path
+
+
+def _args(data, out, **kw):
+    cache, vae = data
+    base = dict(latents=str(cache), out=str(out), preset="micro", steps=6, batch=2, seq_schedule="2:2,3:6",
+                lr=3e-3, warmup=2, ckpt_every=100, log_every=1, eval_every=0, device="cpu", threads=1,
+                progress=False, sf_every=2)
+    base.update(kw)
+    return Args(**base)
+
+
+@pytest.mark.parametrize("objective,steps", [("flow", 25), ("x0", 25), ("self-forcing", 16)])
+def test_each_objective_overfits_one_batch(data, objective, steps):
+    cache = LatentCache.load(data[0])
+    cfg = get_config("micro")
+    b = sample_batch(cache, cfg, 3, 4, step_generator(0, 0), Dist(), CPU)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    args = _args(data, "unused", objective=objective, teacher_forcing=0.5)
+    opt = make_optimizer(model, args)
+    losses = []
+    for s in range(steps):
+        rng = Draws(step_generator(0, 0, 0, 1), step_generator(0, 0, 0, 2))   # the same draws every step
+        stats = train_step(model, opt, b, args, rng, s, Dist())
+        losses.append(stats["loss"])
+        assert stats["rollout"] == float(objective == "self-forcing" and s % 2 == 0)
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.6 * losses[0], losses
+
+
+def test_training_rollout_is_the_inference_path(data):
+    """`sample_chunk` (self-forcing history, evaluation) equals RecomputeGenerator, which streaming equals."""
+    cache = LatentCache.load(data[0])
+    gen = StreamingGenerator.from_pretrained("micro", batch_size=2)
+    rec = RecomputeGenerator(gen)
+    frames = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    k = torch.tensor([16.0, 16.0, 15.5, 15.5])
+    z0 = rec.reset(frames, k, seed=3)
+    c2w = cache.c2w[:2, :9]                                            # relative poses; the recompute pose0 is I
+    x1 = rec.step(c2w[:, 1:5])
+    k_lat = gen._k_lat(k.expand(2, 4))
+    cond, pl = camera_conditioning(gen.cfg, c2w, k_lat, 3)
+    noise = counter_normal(rec.seed, torch.ones(2, dtype=torch.long), 0, (4, 1, 4, 4), torch.float32)
+    with torch.no_grad():
+        mine = sample_chunk(gen.model, z0, cond[:, :2], pl[:, :, :2], noise)
+    torch.testing.assert_close(mine, x1, rtol=1e-5, atol=1e-5)
+
+
+def test_run_writes_a_release_the_generator_loads(data, tmp_path):
+    cache, vae = data
+    out = train(_args(data, tmp_path / "run", objective="x0", val=str(cache), vae=str(vae), eval_every=3,
+                      eval_count=2))
+    rows = read_csv(out / "eval.csv")
+    assert [r["step"] for r in rows] == [3, 6]
+    assert {"val_flow", "fewstep_mse", "rollout_mse", "rollout_psnr", "rollout_ssim"} <= set(rows[-1])
+    assert [int(r["seq"]) for r in read_csv(out / "train.csv")] == [2, 2, 3, 3, 3, 3]   # progressive sequence
+    meta = json.loads((out / "dit.json").read_text())
+    assert meta["objective"] == "x0" and meta["steps"] == 6
+    state = load_state(out / "last.pt")
+    assert state_hash(read_state_dict(out / "dit.safetensors")[0]) == state_hash(state["ema"])   # release = EMA
+    assert state_hash(state["ema"]) != state_hash(state["model"])
+    gen = StreamingGenerator.from_pretrained(out / "dit.safetensors")
+    st = gen.reset(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
+    assert gen.step(st, torch.eye(4, dtype=torch.float64).expand(1, 4, 4, 4)).shape == (1, 4, 32, 32, 3)
+
+
+def test_resume_after_sigterm_is_bit_identical(data, tmp_path):
+    full = load_state(train(_args(data, tmp_path / "full", objective="self-forcing")) / "last.pt")
+
+    def stop_at_3(step):
+        if step == 3:
+            signal.raise_signal(signal.SIGTERM)
+
+    part = train(_args(data, tmp_path / "part", objective="self-forcing"), on_step=stop_at_3)
+    assert load_state(part / "last.pt")["step"] == 3
+    got = load_state(train(_args(data, tmp_path / "part", objective="self-forcing", resume=True)) / "last.pt")
+    assert got["step"] == full["step"] == 6
+    assert state_hash(got["model"]) == state_hash(full["model"]) and state_hash(got["ema"]) == state_hash(full["ema"])
+    with pytest.raises(ValueError, match="objective"):
+        train(_args(data, tmp_path / "part", objective="flow", resume=True))
+
+
+def test_ranks_draw_different_shards(data):
+    cache = LatentCache.load(data[0])
+    cfg = get_config("micro")
+    shards = [sample_batch(cache, cfg, 2, 2, step_generator(0, 1), Dist(r, 2), CPU).latents for r in (0, 1)]
+    both = sample_batch(cache, cfg, 2, 4, step_generator(0, 1), Dist(), CPU).latents
+    assert torch.equal(torch.cat(shards), both)
+    assert isinstance(LatentBatch.from_cache(cache, torch.tensor([0]), cfg, 2, CPU), LatentBatch)
+
+
+def test_torchrun_two_processes_end_identical(data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "model.train.dit_train", "--latents", str(data[0]), "--out", str(out), "--preset", "micro", "--steps", "3",
+           "--batch", "1", "--seq-schedule", "3:3", "--objective", "x0", "--device", "cpu", "--threads", "1",
+           "--ddp", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    hashes = [(out / f"rank{i}.sha256").read_text().strip() for i in (0, 1)]
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 64
+    assert state_hash(load_state(out / "last.pt")["model"]) == hashes[0]
+    assert (out / "dit.safetensors").exists()
