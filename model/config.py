@@ -2,6 +2,7 @@
 
 - `sana-wm-1600m-720p`: the published architecture (2,661,800,448 parameters); loads official weights.
 - `tiny`: the embedded default, trained on the procedural worlds; runs on a laptop CPU.
+- `tiny64`: tiny's blocks at 64x64 frames, for when the only compute is a CPU.
 - `micro`: unit tests; the smallest configuration that still exercises every code path.
 """
 
@@ -116,6 +117,14 @@ PRESETS: dict[str, WorldModelConfig] = {
         name="tiny", in_channels=16, hidden_size=192, depth=8, num_heads=4, patch_size=(1, 2, 2), mlp_ratio=2.0,
         denoise_timesteps=(1000, 750, 0),
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
+        chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
+    ),
+    # The CPU-trainable variant of tiny: 64x64 frames (8x8 latents, one token per latent pixel), same blocks.
+    "tiny64": WorldModelConfig(
+        name="tiny64", in_channels=16, hidden_size=192, depth=8, num_heads=4, patch_size=(1, 1, 1), mlp_ratio=2.0,
+        denoise_timesteps=(1000, 750, 0),
+        caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
     ),
