@@ -43,11 +43,35 @@ def make_generator(preset: str, device: str, dtype, batch: int, graph: bool = Fa
         return StreamingGenerator(model, CausalVAE(vae_config(get_config(preset).vae)), device, dtype, batch, graph)
 
 
-def walk(gen: StreamingGenerator, batch: int, device) -> torch.Tensor:
-    """One step of poses: walking forward 5 cm per raw frame."""
+def walk(gen: StreamingGenerator, batch: int, device=None) -> torch.Tensor:
+    """One step of poses on the host, as an env hands them over: walking forward 5 cm per raw frame."""
     c2w = torch.eye(4, dtype=torch.float64).repeat(batch, gen.frames_per_step, 1, 1)
     c2w[:, :, 2, 3] = torch.arange(1, gen.frames_per_step + 1) * 0.05
-    return c2w.to(device)
+    return c2w
+
+
+def device_facts() -> dict:
+    """Driver and device facts for the JSON. cuda-python (the optional `cuda` extra) reads what torch does not
+    expose (driver version, SM clock); without it, torch's view alone."""
+    facts = {"name": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
+             "torch_cuda": torch.version.cuda}
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return facts
+    try:
+        driver.cuInit(0)
+        _, version = driver.cuDriverGetVersion()
+        _, dev = driver.cuDeviceGet(torch.cuda.current_device())
+        attr = driver.CUdevice_attribute
+        facts["driver_version"] = f"{int(version) // 1000}.{int(version) % 1000 // 10}"
+        for key, a in (("sm_count", attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+                       ("clock_khz", attr.CU_DEVICE_ATTRIBUTE_CLOCK_RATE),
+                       ("memory_clock_khz", attr.CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)):
+            facts[key] = int(driver.cuDeviceGetAttribute(a, dev)[1])
+    except Exception as e:  # a facts table must not fail the benchmark
+        facts["cuda_python_error"] = repr(e)
+    return facts
 
 
 def sync(device) -> None:
@@ -135,6 +159,9 @@ def bench_published(device) -> dict:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.02)
+    model.eval()
+    for blk in model.blocks:  # the generator's inference form
+        blk.attn.fuse_projections()
     x = torch.randn(1, cfg.in_channels, cfg.chunk_frames, *cfg.latent_hw, device=device, dtype=torch.bfloat16)
     ts = torch.full((1, cfg.chunk_frames), 727.0, device=device)
     passes = len(cfg.denoise_timesteps)  # denoising passes + the clean pass
@@ -161,19 +188,30 @@ def main(argv=None) -> dict:
     p.add_argument("--lengths", type=int, nargs="*", default=[16, 64, 256])
     p.add_argument("--long-preset", default="micro")
     p.add_argument("--long-steps", type=int, default=5000)
+    p.add_argument("--gpu-presets", nargs="*", default=["tiny", "tiny64"], help="presets of the eager/graph rows")
+    p.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on the GPU machine)")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"
     res = {"benchmark": "step_latency", "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "machine": platform.machine(), "device": torch.cuda.get_device_name() if cuda else platform.processor()}
-    res["steps"] = [bench_steps(a.preset, "cpu", torch.float32, 1, a.steps)]
-    res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
-    res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
+           "machine": platform.machine(), "device": torch.cuda.get_device_name() if cuda else platform.processor(),
+           "steps": []}
     if cuda:
-        for batch in (1, 64):
-            for graph in (False, True):
-                res["steps"].append(bench_steps("tiny", dev, torch.bfloat16, batch, a.steps, graph))
+        res["device_facts"] = device_facts()
+    if not a.gpu_only:
+        res["steps"] = [bench_steps(a.preset, "cpu", torch.float32, 1, a.steps)]
+        res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
+        res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
+    if cuda:
+        for preset in a.gpu_presets:
+            for batch in (1, 64):
+                for graph in (False, True):
+                    res["steps"].append(bench_steps(preset, dev, torch.bfloat16, batch, a.steps, graph))
+                    print(res["steps"][-1], flush=True)
+        res["graph_speedup"] = {f"{r['preset']}_b{r['batch']}": e["p50_ms"] / r["p50_ms"]
+                                for e, r in zip(res["steps"][-4 * len(a.gpu_presets)::2],
+                                                res["steps"][-4 * len(a.gpu_presets) + 1::2])}
         res["published"] = bench_published(dev)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,16 +223,18 @@ def main(argv=None) -> dict:
     for r in res["steps"]:
         print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {str(r['graph']):>6} "
               f"{r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['steps_per_s']:>8.2f} {r['frames_per_s']:>9.1f}")
-    print(f"\ncache vs recompute ({a.recompute_preset}, one step at episode length L)")
-    print(f"{'L':>5} {'stream ms':>10} {'recompute ms':>13} {'ratio':>7}")
-    for r in res["recompute"]:
-        print(f"{r['episode_length']:>5} {r['stream_ms']:>10.1f} {r['recompute_ms']:>13.1f} "
-              f"{r['recompute_over_stream']:>7.1f}")
-    f = res["flat"]
-    print(f"\nflat over long episodes ({f['preset']}): step 100 {f['step_100_ms']:.1f} ms, step {a.long_steps} "
-          f"{f[f'step_{a.long_steps}_ms']:.1f} ms (ratio {f['latency_ratio']:.2f}); "
-          f"nbytes ratio {f['nbytes_ratio']:.2f}")
+    if not a.gpu_only:
+        print(f"\ncache vs recompute ({a.recompute_preset}, one step at episode length L)")
+        print(f"{'L':>5} {'stream ms':>10} {'recompute ms':>13} {'ratio':>7}")
+        for r in res["recompute"]:
+            print(f"{r['episode_length']:>5} {r['stream_ms']:>10.1f} {r['recompute_ms']:>13.1f} "
+                  f"{r['recompute_over_stream']:>7.1f}")
+        f = res["flat"]
+        print(f"\nflat over long episodes ({f['preset']}): step 100 {f['step_100_ms']:.1f} ms, step {a.long_steps} "
+              f"{f[f'step_{a.long_steps}_ms']:.1f} ms (ratio {f['latency_ratio']:.2f}); "
+              f"nbytes ratio {f['nbytes_ratio']:.2f}")
     if cuda:
+        print("\ngraph over eager (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["graph_speedup"].items()))
         q = res["published"]
         print(f"\npublished preset, random bf16 (DiT only, no KV window): {q['pass_ms']:.1f} ms/pass x {q['passes']} "
               f"= {q['chunk_ms']:.0f} ms per 3-latent chunk, {q['realtime_factor']:.2f}x real time")

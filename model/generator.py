@@ -69,7 +69,9 @@ class StreamingGenerator:
         self._graph = None          # torch.cuda.CUDAGraph once captured
         self._static: WorldState | None = None
         self._static_c2w: torch.Tensor | None = None
-        self._static_out: torch.Tensor | None = None
+        self._static_out: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pinned_c2w: torch.Tensor | None = None   # host staging buffer of the poses (graph mode)
+        self._upload_done = None                        # CUDA event: the staging buffer's last copy finished
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -192,7 +194,7 @@ class StreamingGenerator:
                              f"got shape {tuple(t.shape)}")
         return t.to(self.device)
 
-    def _check_c2w(self, c2w, b: int, k: int, name: str = "c2w") -> torch.Tensor:
+    def _check_c2w(self, c2w, b: int, k: int, name: str = "c2w", host: bool = False) -> torch.Tensor:
         t = _as_tensor(c2w, name)
         if tuple(t.shape) != (b, k, 4, 4):
             raise ValueError(f"{name} must have shape ({b}, {k}, 4, 4) (batch, raw frames per step), "
@@ -205,7 +207,7 @@ class StreamingGenerator:
         if err > 1e-3 or (torch.linalg.det(r) < 0).any() or \
                 not torch.allclose(t[..., 3, :], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=t.dtype), atol=1e-6):
             raise ValueError(f"{name} must be rigid camera-to-world matrices (orthonormal rotation, last row 0 0 0 1)")
-        return t.to(self.device)
+        return t if host else t.to(self.device)
 
     # ------------------------------------------------------------------ reset
     def reset(self, first_frames, intrinsics=None, captions=None, seed: int | None = None,
@@ -324,18 +326,36 @@ class StreamingGenerator:
         Input is validated before anything changes, so a bad call leaves the state untouched.
         """
         self._check_state(state)
-        c2w = self._check_c2w(c2w, state.batch_size, self.frames_per_step)
-        rgb, lat = self._step_core(state, c2w) if not self.graph else self._graph_step(state, c2w)
+        if self.graph:  # validated on the host, uploaded without a sync (see _upload_poses)
+            c2w = self._check_c2w(_as_tensor(c2w, "c2w").cpu(), state.batch_size, self.frames_per_step, host=True)
+            rgb, lat = self._graph_step(state, c2w)
+        else:
+            c2w = self._check_c2w(c2w, state.batch_size, self.frames_per_step)
+            rgb, lat = self._step_core(state, c2w)
         return (rgb, lat) if return_latents else rgb
 
     # ------------------------------------------------------------------ CUDA graph
-    def _graph_step(self, state: WorldState, c2w: torch.Tensor) -> torch.Tensor:
-        """Replay the captured step against static buffers; any state of the right layout can be stepped."""
+    def _upload_poses(self, c2w_host: torch.Tensor) -> None:
+        """Host poses -> the static device buffer with no host synchronisation: a pinned staging buffer and an
+        asynchronous copy on the current stream. The staging buffer is rewritten only after its previous copy has
+        finished (an event query; in a loop that reads frames back it always has)."""
+        if self._pinned_c2w is None:
+            self._pinned_c2w = torch.empty(c2w_host.shape, dtype=torch.float64, pin_memory=True)
+            self._upload_done = torch.cuda.Event()
+        elif not self._upload_done.query():
+            self._upload_done.synchronize()
+        self._pinned_c2w.copy_(c2w_host)
+        self._static_c2w.copy_(self._pinned_c2w, non_blocking=True)
+        self._upload_done.record()
+
+    def _graph_step(self, state: WorldState, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replay the captured step against static buffers; any state of the right layout can be stepped.
+        c2w: validated host poses (B, K, 4, 4) float64."""
         if self._graph is None:
-            self._capture(state, c2w)
+            self._capture(state, c2w.to(self.device))
         if state is not self._static:
             self._static.copy_(state)
-        self._static_c2w.copy_(c2w)
+        self._upload_poses(c2w)
         self._graph.replay()
         if state is not self._static:
             state.copy_(self._static)

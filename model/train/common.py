@@ -437,3 +437,4 @@ class Throughput:
         r = self.n / max(now - self.t, 1e-9)
         self.t, self.n = now, 0
         return r
+

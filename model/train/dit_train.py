@@ -99,7 +99,7 @@ SAMPLERS = ("euler", "renoise")
 @dataclass
 class Args:
     latents: str
-    """training latent cache (latents.json from `model.train.latents`)"""
+    """training latent cache (latents.json from `model.train.latents`); "a.json,b.json" concatenates caches"""
     out: str = "runs/dit"
     """run folder: last.pt, train.csv, eval.csv, dit.safetensors (+ vae.safetensors), dit.json"""
     val: str | None = None
@@ -164,6 +164,11 @@ class Args:
     """bf16 autocast on CUDA (ignored on CPU)"""
     data_on_device: bool = True
     """keep the latent cache on the GPU"""
+    minutes: float = 0.0
+    """wall-clock budget: after --calib-steps timed steps, --steps and the --seq-schedule are scaled down to fit
+    (0 = off); the resolved values are written to budget.json"""
+    calib_steps: int = 40
+    """steps timed (after 10 warm-up steps) to plan a --minutes budget"""
     resume: bool = False
     """continue from out/last.pt"""
     ddp: bool = False
@@ -480,8 +485,11 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
     speed, t_start = Throughput(), time.perf_counter()
     bar = tqdm(total=args.steps, initial=step, desc=f"dit {args.objective}",
                disable=not (args.progress and dist.main), dynamic_ncols=True)
+    budget = {"start": step, "t0": None} if args.minutes > 0 else None
     with StopFlag() as stop:
         while step < args.steps:
+            if budget is not None:
+                schedule = _apply_budget(budget, schedule, step, args, out, dist, t_start, bar)
             lr = cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr_ratio)
             set_lr(opt, lr)
             seq, batch = seq_at(schedule, step)
@@ -526,6 +534,46 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
                                                   "metrics": metrics, "args": args_dict(args)}, indent=1))
         print(f"wrote {out / 'dit.safetensors'}")
     return out
+
+
+def _apply_budget(budget: dict, schedule, step: int, args: Args, out: Path, dist: Dist, t_start: float, bar):
+    """--minutes: time --calib-steps steps after a warm-up, then scale --steps and the schedule's boundaries by
+    one factor f so the rest fits the budget (a step's cost taken as T x batch)."""
+    warm = budget["start"] + 10
+    if step == warm:
+        budget["t0"] = time.perf_counter()
+    if step != warm + args.calib_steps or budget["t0"] is None:
+        return schedule
+    calib = time.perf_counter() - budget["t0"]
+    left = args.minutes * 60.0 - (time.perf_counter() - t_start)
+    t_now, b_now = seq_at(schedule, step - 1)
+    per_unit = calib / (args.calib_steps * t_now * b_now)
+
+    def scaled(f):
+        return [(t, max(step + 1, int(round(u * f))), b) for t, u, b in schedule], max(step + 1,
+                                                                                        int(round(args.steps * f)))
+
+    def seconds(f):
+        sch, total = scaled(f)
+        bounds = [step] + [min(max(u, step), total) for _, u, _ in sch[:-1]] + [total]
+        return per_unit * sum((bounds[i + 1] - bounds[i]) * t * b for i, (t, _, b) in enumerate(sch))
+
+    lo, hi = 0.0, 1.0
+    if seconds(1.0) > left:
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if seconds(mid) <= left else (lo, mid)
+    else:
+        lo = 1.0
+    new, args.steps = scaled(lo)
+    bar.total = args.steps
+    bar.refresh()
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "budget.json").write_text(json.dumps({"minutes": args.minutes, "calib_s": calib,
+                                                      "calib_steps": args.calib_steps, "factor": lo,
+                                                      "steps": args.steps, "schedule": new}, indent=1))
+    return new
 
 
 def _write_rank_hash(out: Path, dist: Dist, model: SanaWMTransformer) -> None:

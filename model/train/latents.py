@@ -154,7 +154,10 @@ class LatentCache:
 
     @staticmethod
     def load(path: str | Path) -> LatentCache:
-        """Read latents.json (or its folder) and every shard it lists."""
+        """Read latents.json (or its folder) and every shard it lists; "a,b,..." concatenates several caches of
+        the same geometry (clip ids are offset so they stay distinct)."""
+        if isinstance(path, str) and "," in path:
+            return LatentCache.concat([LatentCache.load(p) for p in path.split(",") if p])
         path = Path(path)
         if path.is_dir():
             path = path / "latents.json"
@@ -170,7 +173,26 @@ class LatentCache:
                     parts.setdefault(k, []).append(f.get_tensor(k))
         if not parts:
             raise ValueError(f"{path}: the cache holds no windows")
-        return LatentCache(meta=meta, **{k: torch.cat(v) for k, v in parts.items()})
+        cache = LatentCache(meta=meta, **{k: torch.cat(v) for k, v in parts.items()})
+        cache.latents = cache.latents.float()  # shards may be stored in half precision (smaller to carry)
+        return cache
+
+    @staticmethod
+    def concat(caches: list[LatentCache]) -> LatentCache:
+        keys = ("vae_preset", "frame_hw", "latent_hw", "latent_channels", "temporal_factor")
+        first = caches[0]
+        for c in caches[1:]:
+            got, want = [c.meta.get(k) for k in keys], [first.meta.get(k) for k in keys]
+            if got != want or c.window != first.window:
+                raise ValueError(f"latent caches differ: {dict(zip(keys, want))}, window {first.window} vs "
+                                 f"{dict(zip(keys, got))}, window {c.window}")
+        offsets = torch.tensor([0] + [int(c.clip.max()) + 1 for c in caches[:-1]]).cumsum(0)
+        meta = {**first.meta, "windows": sum(len(c) for c in caches),
+                "clips": sum(c.meta.get("clips", 0) for c in caches), "sources": [c.meta.get("source") for c in caches]}
+        return LatentCache(latents=torch.cat([c.latents for c in caches]), c2w=torch.cat([c.c2w for c in caches]),
+                           k=torch.cat([c.k for c in caches]), k_lat=torch.cat([c.k_lat for c in caches]),
+                           clip=torch.cat([c.clip + o for c, o in zip(caches, offsets)]),
+                           start=torch.cat([c.start for c in caches]), meta=meta)
 
 
 @torch.no_grad()

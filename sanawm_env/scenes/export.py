@@ -49,6 +49,7 @@ class ExportConfig:
     depth: bool = False          # also write depth as uint16 millimetres (npz)
     compile: bool = True         # fused renderer (falls back to eager without a compiler)
     batch: int = 32              # frames rendered per renderer call
+    device: str = "cpu"          # where the ray caster runs (cuda: many exporter processes share one GPU)
 
 
 def format_re10k(identifier: str, timestamps_us, intrinsics_norm, c2w) -> str:
@@ -87,7 +88,7 @@ def export_clips(cfg: ExportConfig, progress: bool = True) -> Path:
             scene = make_scene(family, scene_seed)
             geom = SceneGeometry(scene)
             renderer = Renderer(scene, RenderConfig(cfg.size, cfg.size, supersample=cfg.supersample,
-                                                    compile=cfg.compile))
+                                                    compile=cfg.compile), device=cfg.device)
         rng = np.random.default_rng([cfg.seed, c, 7])
         kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
         position = geom.sample_free_position(rng)
@@ -96,8 +97,8 @@ def export_clips(cfg: ExportConfig, progress: bool = True) -> Path:
         rgb, depth = [], []
         for s in range(0, cfg.frames, cfg.batch):
             r = renderer.render(torch.from_numpy(c2w[s:s + cfg.batch]), k_px)
-            rgb.append(r.rgb.numpy())
-            depth.append(r.depth.numpy())
+            rgb.append(r.rgb.cpu().numpy())
+            depth.append(r.depth.cpu().numpy())
         rgb = np.concatenate(rgb)
         name = f"clip_{c:05d}"
         if use_png:
@@ -136,11 +137,12 @@ def parse_args(argv=None) -> ExportConfig:
     p.add_argument("--png", action="store_true", help="PNG frame folders instead of mp4")
     p.add_argument("--depth", action="store_true", help="also write depth (uint16 mm, npz)")
     p.add_argument("--no-compile", action="store_true", help="eager renderer (no C++ compiler needed)")
+    p.add_argument("--device", default="cpu", help="where the ray caster runs (cpu, cuda)")
     a = p.parse_args(argv)
     return ExportConfig(out=a.out, clips=a.clips, frames=a.frames, size=a.size, seed=a.seed, fps=a.fps, fov=a.fov,
                         families=tuple(f.strip() for f in a.families.split(",") if f.strip()),
                         clips_per_scene=a.clips_per_scene, supersample=a.supersample, png=a.png, depth=a.depth,
-                        compile=not a.no_compile)
+                        compile=not a.no_compile, device=a.device)
 
 
 def main(argv=None) -> None:

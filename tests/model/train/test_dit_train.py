@@ -143,3 +143,24 @@ def test_torchrun_two_processes_end_identical(data, tmp_path):
     assert hashes[0] == hashes[1] and len(hashes[0]) == 64
     assert state_hash(load_state(out / "last.pt")["model"]) == hashes[0]
     assert (out / "dit.safetensors").exists()
+
+
+def test_minutes_budget_shrinks_the_run_and_its_schedule(data, tmp_path):
+    """A tiny budget: after the calibration steps the run is re-planned shorter, the schedule's boundaries scale
+    with it, the release is still written, and budget.json records the plan."""
+    out = tmp_path / "budget"
+    train(_args(data, out, steps=100000, seq_schedule="2:50000,3:100000", minutes=0.02, calib_steps=3))
+    plan = json.loads((out / "budget.json").read_text())
+    assert 13 <= plan["steps"] < 100000 and plan["factor"] < 1.0
+    (t0, u0, _), (t1, u1, _) = plan["schedule"]
+    assert (t0, t1) == (2, 3) and u0 <= u1 == plan["steps"]
+    assert (out / "dit.safetensors").exists()
+    assert int(read_csv(out / "train.csv")[-1]["step"]) == plan["steps"]
+
+
+def test_caches_concatenate(data):
+    one = LatentCache.load(data[0])
+    both = LatentCache.load(f"{data[0]},{data[0]}")
+    assert len(both) == 2 * len(one)
+    assert torch.equal(both.latents[len(one):], one.latents)
+    assert int(both.clip[len(one):].min()) > int(one.clip.max())
