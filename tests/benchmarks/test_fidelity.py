@@ -1,0 +1,124 @@
+"""benchmarks/fidelity.py: phase correlation, the image-shift sign convention, and a tiny end-to-end run on micro."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.train.evaluate import psnr
+from sanawm_env.scenes import RenderConfig, Renderer, intrinsics_from_fov, make_scene, pose
+from sanawm_env.scenes.geometry import SceneGeometry
+from sanawm_env.scenes.poses import apply_local_delta
+
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity.py"
+
+
+def _load():
+    """benchmarks/ is scripts, not a package: import the file by path (registered, so its dataclass resolves)."""
+    spec = importlib.util.spec_from_file_location("benchmarks_fidelity", PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fidelity = _load()
+SIZE = 48
+
+
+@pytest.mark.parametrize("shift", [(3, -5), (-4, 2), (0, 7), (-6, 0), (5, 5)])
+def test_phase_shift_recovers_integer_circular_shift(shift):
+    g = torch.Generator().manual_seed(0)
+    img = (torch.rand(40, 56, 3, generator=g) * 255).to(torch.uint8)       # non-square: catches swapped axes
+    moved = torch.roll(img, shifts=shift, dims=(0, 1))
+    assert fidelity.phase_shift(img, moved) == shift
+    assert fidelity.phase_shift(moved, img) == (-shift[0], -shift[1])
+    grey = img.double().mean(-1).numpy()                                      # (H, W) numpy works too
+    assert fidelity.phase_shift(grey, np.roll(grey, shift, axis=(0, 1))) == shift
+
+
+@pytest.fixture(scope="module")
+def room():
+    """A held-out indoor scene, a free start facing open space, and a supersampled 90-degree renderer."""
+    scene = make_scene("indoor", 100000)
+    geom = SceneGeometry(scene)
+    rng = np.random.default_rng(0)
+    position = geom.sample_free_position(rng)
+    start = pose(position, yaw=fidelity.open_heading(geom, position, rng))
+    renderer = Renderer(scene, RenderConfig(SIZE, SIZE, supersample=2))
+    return start, renderer, intrinsics_from_fov(SIZE, SIZE, 90.0)
+
+
+@pytest.mark.parametrize("axis, index", [("yaw", 4), ("pitch", 3)])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_oracle_shift_sign_convention(room, axis, index, sign):
+    """DESIGN.md §2: +dyaw turns right, so the image moves left (dx < 0); +dpitch looks up, so it moves down (dy > 0).
+
+    The deltas go through the env's own pose integration (`apply_local_delta`, action layout dx dy dz dpitch dyaw
+    droll), so the benchmark's expected signs are tied to what an agent's action does.
+    """
+    assert fidelity.EXPECTED_SIGN == {"yaw": -1, "pitch": 1}
+    start, renderer, k = room
+    delta = np.zeros(6)
+    delta[index] = sign * math.radians(8.0)
+    c2w = np.stack([start, apply_local_delta(start, delta)])
+    a, b = renderer.render(torch.from_numpy(c2w), k).rgb
+    dy, dx = fidelity.phase_shift(a, b)
+    along, across = (dx, dy) if axis == "yaw" else (dy, dx)
+    assert fidelity._sign(along) == fidelity.EXPECTED_SIGN[axis] * sign, (dy, dx)
+    assert abs(along) >= 2 and abs(across) <= 1, (dy, dx)
+
+
+def test_main_end_to_end_on_micro(tmp_path):
+    argv = ["--checkpoint", "micro", "--episodes", "2", "--steps", "4", "--direction-scenes", "1",
+            "--direction-steps", "2", "--long-steps", "20", "--out", str(tmp_path)]
+    res = fidelity.main(argv)
+    saved = json.loads((tmp_path / "fidelity.json").read_text())
+    for key in ("args", "device", "torch", "horizon", "direction", "long", "bars", "vae"):
+        assert key in saved, key
+    assert saved["args"]["checkpoint"] == "micro" and saved["device"] == "cpu"
+    rows = saved["horizon"]["rows"]
+    assert [r["horizon"] for r in rows] == [1, 4]                             # horizons capped at --steps
+    assert saved["horizon"]["mean_gain_db"] == pytest.approx(rows[1]["psnr_gain_db"])
+    for axis in ("yaw", "pitch"):
+        d = saved["direction"][axis]
+        assert d["counted"] > 0 and 0.0 <= d["agreement"] <= 1.0
+        assert d["oracle_expected"] == 1.0                                     # the oracle moves as the convention says
+    long = saved["long"]
+    assert long["frames"] == 20 * 4 and long["nan"] is False and long["std_ratio_min"] <= long["std_ratio_max"]
+    assert [isinstance(b["pass"], bool) for b in saved["bars"]] == [True] * 4
+    assert saved["bars"] == res["bars"]
+
+    # The repeat-start baseline at horizon 1, recomputed with a fresh renderer per scene and evaluate.psnr.
+    k = saved["frames_per_step"]
+    hw = tuple(saved["frame_hw"])
+    eps = fidelity.walk_episodes(2, 100000, 1 + 4 * k)
+    assert [e["scene_seed"] for e in saved["horizon"]["episodes"]] == [100000, 100001]
+    start, truth = [], []
+    for e, label in enumerate(saved["horizon"]["episodes"]):
+        r = Renderer(make_scene(label["family"], label["scene_seed"]), RenderConfig(*hw, supersample=2))
+        rgb = r.render(torch.from_numpy(eps.c2w[e, :1 + k]), intrinsics_from_fov(hw[1], hw[0], 90.0)).rgb
+        start.append(rgb[0])
+        truth.append(rgb[1:])
+    start, truth = torch.stack(start), torch.stack(truth)                     # (B, H, W, 3), (B, K, H, W, 3)
+    expected = psnr(start[:, None].expand_as(truth).contiguous(), truth)
+    assert rows[0]["repeat_psnr"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_vae_psnr_is_read_from_json_or_metadata(tmp_path):
+    """Recorded at training, never computed: vae.json's metrics first, else the safetensors metadata."""
+    from safetensors.torch import save_file
+
+    dit = tmp_path / "dit.safetensors"
+    assert fidelity.vae_heldout_psnr("micro") is None
+    assert fidelity.vae_heldout_psnr(str(dit)) is None                        # no VAE beside it
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "vae.safetensors"), metadata={"psnr": "21.5"})
+    assert fidelity.vae_heldout_psnr(str(dit))["psnr"] == 21.5
+    (tmp_path / "vae.json").write_text(json.dumps({"metrics": {"psnr": 23.25}}))
+    got = fidelity.vae_heldout_psnr(str(dit))
+    assert got["psnr"] == 23.25 and got["source"].endswith("vae.json")
