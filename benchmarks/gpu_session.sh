@@ -22,11 +22,11 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 # 1. more clips (training scene seeds 20000-33049; held-out seeds are >= 100000), ray-cast on the GPU
 stamp export
 for i in $(seq 0 13); do
-  timeout 120 python -m sanawm_env.scenes.export --out work/clips_$i --clips 150 --frames 33 --size 64 --png \
+  timeout 100 python -m sanawm_env.scenes.export --out work/clips_$i --clips 100 --frames 33 --size 64 --png \
     --seed $((20000 + 1000 * i)) --no-compile --device cuda > work/export_$i.log 2>&1 &
 done
 # 2. the GPU tests meanwhile
-timeout 200 python -m pytest -m gpu tests/model -q -p no:cacheprovider -x 2>&1 | tail -30 | tee "$OUT/gpu_tests.log"
+timeout 200 python -m pytest -m gpu tests/model -q -p no:cacheprovider 2>&1 | tail -30 | tee "$OUT/gpu_tests.log"
 wait
 stamp latents
 caches=$CARRIED
@@ -46,15 +46,11 @@ stamp train
 for obj in x0 self-forcing flow; do
   python -m model.train.dit_train --latents "$caches" --val "$VAL" --vae $VAE --out work/dit_$obj --preset tiny64 \
     --objective $obj --steps 30000 --batch 64 --seq-schedule 2:3000:128,5:10000,9:30000 --warmup 300 --lr 4e-4 \
-    --eval-every 2000 --eval-count 16 --ckpt-every 100000 --log-every 50 --minutes "$MIN" --device cuda \
+    --eval-every 2000 --eval-count 16 --ckpt-every 100000 --log-every 50 --minutes "$MIN" --device cuda --no-amp \
     --no-progress > work/dit_$obj.log 2>&1 &
 done
 wait
 for obj in x0 self-forcing flow; do echo "== $obj"; tail -4 work/dit_$obj.log; cat work/dit_$obj/eval.csv; done
-
-# 4. step latency on the quiet GPU
-stamp bench
-timeout 150 python benchmarks/step_latency.py --gpu-only --out "$OUT" 2>&1 | tail -25 | tee "$OUT/bench.log"
 
 stamp pack
 python - "$OUT" <<'PY'
@@ -72,6 +68,10 @@ for run in sorted(Path("work").glob("dit_*")):
         sd = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(f)).items()}
         save_file(sd, str(out / f"{run.name}.safetensors"), metadata=meta)
 PY
+# 4. step latency on the quiet GPU
+stamp bench
+timeout 150 python benchmarks/step_latency.py --gpu-only --out "$OUT" 2>&1 | tail -25 | tee "$OUT/bench.log"
+
 tar czf "$OUT/runs.tgz" work/dit_*/*.csv work/dit_*/*.json work/*.log caches.txt 2>/dev/null
 ls -la "$OUT"
 stamp done

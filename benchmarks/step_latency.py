@@ -207,7 +207,14 @@ def main(argv=None) -> dict:
         for preset in a.gpu_presets:
             for batch in (1, 64):
                 for graph in (False, True):
-                    res["steps"].append(bench_steps(preset, dev, torch.bfloat16, batch, a.steps, graph))
+                    try:
+                        res["steps"].append(bench_steps(preset, dev, torch.bfloat16, batch, a.steps, graph))
+                    except Exception as e:  # one broken row must not hide the others
+                        res.setdefault("errors", []).append(f"{preset} b{batch} graph={graph}: {e!r}")
+                        res["steps"].append({"preset": preset, "device": dev, "dtype": "bfloat16", "batch": batch,
+                                             "graph": graph, "steps": 0, "p50_ms": float("nan"),
+                                             "p99_ms": float("nan"), "steps_per_s": float("nan"),
+                                             "frames_per_s": float("nan")})
                     print(res["steps"][-1], flush=True)
         res["graph_speedup"] = {f"{r['preset']}_b{r['batch']}": e["p50_ms"] / r["p50_ms"]
                                 for e, r in zip(res["steps"][-4 * len(a.gpu_presets)::2],

@@ -133,8 +133,8 @@ def scale_intrinsics(k: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int
         if v <= 0:
             raise ValueError(f"{name} must be positive, got {v}")
     sx, sy = dw / sw, dh / sh
-    scale = torch.tensor([sx, sy, sx, sy], dtype=k.dtype, device=k.device)
-    return k * scale
+    # Python scalars only: no host-to-device copy, so this runs inside a CUDA-graph capture
+    return torch.stack([k[..., 0] * sx, k[..., 1] * sy, k[..., 2] * sx, k[..., 3] * sy], dim=-1)
 
 
 def resize_crop_intrinsics(k: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
@@ -242,6 +242,9 @@ def ray_transforms(cam_cond: torch.Tensor, grid_h: int, grid_w: int, patch_size:
     in diffusers (which reaches fx / p through a pinhole FOV round trip); kept for checkpoint parity. Rays that come
     out NaN (e.g. NaN intrinsics or rotation) get the identity; NaN translations are not masked, as in diffusers.
     """
+    if cam_cond.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(cam_cond.device.type):
+        with torch.autocast(cam_cond.device.type, enabled=False):  # pose maths stays in fp32 under bf16 autocast
+            return ray_transforms(cam_cond.float(), grid_h, grid_w, patch_size)
     if cam_cond.ndim != 3 or cam_cond.shape[-1] != 20:
         raise ValueError(f"camera conditions must be [B, T, 20] (c2w 16 + fx fy cx cy), got {tuple(cam_cond.shape)}")
     _check_pos_int("grid_h", grid_h)

@@ -579,8 +579,9 @@ def _add_tap(y: torch.Tensor, tap: torch.Tensor, xs: torch.Tensor, valid: list[b
         return y
     if all(valid):
         return y + tap * xs
-    mask = torch.tensor(valid, dtype=xs.dtype, device=xs.device)[None, :, None, None]  # [1, T, 1, 1]
-    return y + tap * xs * mask
+    # frames selected by slicing, not a host-built mask tensor: no host-to-device copy (CUDA-graph safe)
+    xs = torch.cat([xs[:, t:t + 1] if v else torch.zeros_like(xs[:, t:t + 1]) for t, v in enumerate(valid)], 1)
+    return y + tap * xs
 
 
 def short_conv_causal(x, weight, tail=None):

@@ -163,7 +163,7 @@ def setup_threads(threads: int, device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = False  # tiny convs; keep algorithm choice deterministic
 
 
 def autocast(device: torch.device, enabled: bool = True):
