@@ -252,3 +252,61 @@ def test_graph_reset_and_clone_behave_as_eager(first):
     for c2w in poses[2:]:
         assert (eager.step(se, c2w).int() - graphed.step(sg, c2w).int()).abs().max() <= 2
         assert (eager.step(fe, c2w).int() - graphed.step(fg, c2w).int()).abs().max() <= 2
+
+
+def test_step_core_is_capturable_without_a_gpu(monkeypatch):
+    """What a CUDA graph forbids, checked on CPU CI: the step body (run on the meta device) never builds a tensor
+    from host data on the device, never copies host tensors to it, and never reads a value back (`.item()`,
+    `nonzero`, ...). The graph test on the GPU caught such a copy once; this keeps it from coming back."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    gen = StreamingGenerator.from_pretrained("micro", batch_size=2, device="meta")
+    state = gen.new_state()
+    c2w = torch.eye(4, dtype=torch.float64, device="meta").repeat(2, gen.frames_per_step, 1, 1)
+    host_to_device = []
+    tensor, as_tensor, to, copy_ = torch.tensor, torch.as_tensor, torch.Tensor.to, torch.Tensor.copy_
+
+    def on_meta(kw):
+        return kw.get("device") is not None and torch.device(kw["device"]).type == "meta"
+
+    def p_tensor(*a, **kw):
+        if on_meta(kw):
+            host_to_device.append("torch.tensor")
+        return tensor(*a, **kw)
+
+    def p_as_tensor(x, *a, **kw):
+        if on_meta(kw) and not (isinstance(x, torch.Tensor) and x.device.type == "meta"):
+            host_to_device.append("torch.as_tensor")
+        return as_tensor(x, *a, **kw)
+
+    def p_to(self, *a, **kw):
+        out = to(self, *a, **kw)
+        if self.device.type == "cpu" and out.device.type == "meta" and self.dim() > 0:
+            host_to_device.append("Tensor.to")
+        return out
+
+    def p_copy(self, src, *a, **kw):
+        if self.device.type == "meta" and src.device.type == "cpu" and src.dim() > 0:
+            host_to_device.append("Tensor.copy_")
+        return copy_(self, src, *a, **kw)
+
+    class ReadBacks(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.__name__
+            if name.startswith(("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique")):
+                self.ops.append(name)
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(torch, "tensor", p_tensor)
+    monkeypatch.setattr(torch, "as_tensor", p_as_tensor)
+    monkeypatch.setattr(torch.Tensor, "to", p_to)
+    monkeypatch.setattr(torch.Tensor, "copy_", p_copy)
+    with ReadBacks() as reads:
+        rgb, lat = gen._step_core(state, c2w)
+    monkeypatch.undo()
+    assert tuple(rgb.shape) == (2, gen.frames_per_step, *gen.frame_hw, 3)
+    assert host_to_device == [] and reads.ops == []
