@@ -1,9 +1,11 @@
-"""The main job of `make demo`: a headless rollout per scene family, written as mp4 + PNG contact sheet.
+"""The main job of `make demo`: the embedded world model driven through each scene family, next to the oracle.
 
-    python -m agents.demo --out demo_out [--frames 96] [--size 128] [--seed 0]
+    python -m agents.demo --out demo_out [--keys "w-32,d-16,w-32,a-16,w-32"] [--seed 0] [--oracle-frames 96]
 
-Until the embedded world model ships, the rollout is the oracle: the procedural world ray-cast
-along the shortest walkable path between two places.
+Per family (indoor, outdoor): the `tiny` world model starts from the oracle's first frame of a held-out scene and
+is driven by a key string (`sanawm rollout --backend model --compare-oracle`): `model_<family>.mp4` + contact sheet,
+`model_<family>_vs_oracle.mp4` + sheet (model | oracle for the same actions) and per-frame PSNR in the JSON.
+Then the oracle alone at 128 px along a shortest walkable path (`oracle_<family>.mp4` + sheet).
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from sanawm_env.scenes.trajectories import path_walk
 class Args:
     out: str = "demo_out"
     """output folder"""
+    keys: str = "w-32,d-16,w-32,a-16,w-16,s-16"
+    """model rollout: key string (keys-frames, comma separated; see `sanawm rollout --help`)"""
+    model: str = "tiny"
+    """model backend checkpoint: tiny (embedded), micro or a path"""
     frames: int = 96
-    """frames per rollout (16 fps)"""
+    """oracle walk: frames per rollout (16 fps)"""
     size: int = 128
     """square frame size in pixels"""
     seed: int = 0
@@ -59,12 +65,28 @@ def rollout(family: str, args: Args) -> dict:
             "metres": travelled}
 
 
+def model_rollout(family: str, args: Args) -> dict:
+    """The world model along a key string from the oracle's start frame, side by side with the oracle."""
+    from sanawm_env.backends import model_frame_size
+
+    from .rollout import RolloutArgs, run
+
+    summary = run(RolloutArgs(backend="model", model=args.model, scene=family, seed=100000 + args.seed,
+                              size=model_frame_size(args.model), keys=args.keys, compare_oracle=True,
+                              out=args.out, name=f"model_{family}", progress=True))
+    return summary
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m agents.demo", description=__doc__.split("\n\n")[0])
     for name, default in vars(Args()).items():
-        p.add_argument(f"--{name}", type=type(default), default=default)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=default)
     args = Args(**vars(p.parse_args(argv)))
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    for family in ("indoor", "outdoor"):
+        m = model_rollout(family, args)
+        print(f"{family:>8}: world model {m['frames']} frames, mean PSNR vs oracle "
+              f"{m['compare_oracle']['mean_psnr']:.2f} dB -> {m['video']}, {m['compare_oracle']['side_by_side_video']}")
     for family in ("indoor", "outdoor"):
         r = rollout(family, args)
         print(f"{r['family']:>8}: {r['frames']} frames, {r['metres']:.1f} m walked -> {r['media']}, {r['sheet']}")

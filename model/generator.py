@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .camera import _plucker_frames, scale_intrinsics, se3_inverse
-from .checkpoint import load_checkpoint, read_state_dict
+from .checkpoint import load_checkpoint, read_config, read_state_dict
 from .config import get_config
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
@@ -103,6 +103,17 @@ class StreamingGenerator:
         sd, _ = read_state_dict(vae_path)
         vae.load_state_dict(sd)
         return cls(model, vae, device, dtype, batch_size, graph, **kwargs)
+
+    @staticmethod
+    def config_of(name_or_path: str | Path):
+        """The WorldModelConfig `from_pretrained(name_or_path)` would build, read without loading any weights."""
+        name = str(name_or_path)
+        if name == "micro":
+            return get_config("micro")
+        path = WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"no world-model checkpoint at {path}")
+        return read_config(path)
 
     @property
     def frames_per_step(self) -> int:

@@ -82,8 +82,10 @@ def make_backend(name: str, *, num_worlds: int, height: int, width: int, frames_
     the model backend, whose frame size is the model's.
     """
     if name == "model":
+        # start frames are ray-cast with 2x supersampling whatever the oracle's setting: the model's training
+        # clips were rendered that way, and an aliased first frame is out of its distribution
         return ModelBackend(num_worlds, model=model, height=height, width=width, device=device, graph=graph,
-                            compile=compile, supersample=supersample)
+                            compile=compile, supersample=2)
     if name != "oracle":
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     cfg = OracleConfig(height=height, width=width, frames_per_step=frames_per_step, compile=compile,
@@ -251,6 +253,16 @@ class ModelWorldState:
     last_frame: np.ndarray   # (H, W, 3) uint8
 
 
+def model_frame_size(model: str = "tiny") -> int:
+    """The square frame size a world model makes ("tiny", "micro" or a checkpoint path), without loading it."""
+    from model.generator import StreamingGenerator
+
+    cfg = StreamingGenerator.config_of(model)
+    if cfg.height != cfg.width:
+        raise ValueError(f"model {model!r} makes {cfg.height}x{cfg.width} frames; the env needs square frames")
+    return cfg.height
+
+
 class ModelBackend:
     """Generated frames: the streaming world model steps all N worlds as one batch.
 
@@ -261,7 +273,7 @@ class ModelBackend:
 
     def __init__(self, num_worlds: int, model: str = "tiny", height: int | None = None, width: int | None = None,
                  device: str | torch.device = "cpu", graph: bool = False, compile: bool = False,
-                 supersample: int = 1):
+                 supersample: int = 2):
         from model.generator import StreamingGenerator  # the model is only imported when asked for
 
         if num_worlds < 1:

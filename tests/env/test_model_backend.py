@@ -103,3 +103,18 @@ def test_start_image_is_the_first_frame_and_sizes_must_match():
     scene = make_scene("indoor", 0)
     with pytest.raises(ValueError, match="start images must be uint8"):
         b.reset([0], [scene], np.eye(4)[None], np.array([[16.0, 16.0, 15.5, 15.5]]), images=np.zeros((1, 8, 8, 3)))
+
+
+def test_model_frame_size_reads_the_config_without_loading(tmp_path):
+    from model.checkpoint import save_checkpoint
+    from model.config import get_config
+    from model.generator import StreamingGenerator
+    from model.transformer import build_model
+    from sanawm_env.backends import model_frame_size
+
+    assert model_frame_size("micro") == 32
+    path = save_checkpoint(build_model(get_config("tiny64")), tmp_path / "x_dit.safetensors")
+    assert StreamingGenerator.config_of(path or tmp_path / "x_dit.safetensors").name == "tiny64"
+    assert model_frame_size(str(tmp_path / "x_dit.safetensors")) == 64
+    with pytest.raises(FileNotFoundError, match="nope"):
+        model_frame_size(str(tmp_path / "nope.safetensors"))
