@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One session on the lent GPU machine, as one command: more training clips, the GPU tests, the tiny model's training
-# (three few-step objectives side by side), then the step-latency benchmark on a quiet GPU.
+# (two few-step objectives side by side), then the step-latency benchmark on a quiet GPU.
 #
 #   bash benchmarks/gpu_session.sh OUT_DIR [TRAIN_MINUTES] [CARRIED_LATENTS] [VAL_LATENTS]
 #
 # Expects model/weights/tiny_vae.safetensors (the shipped VAE) and the latent caches named (see model/train/latents.py).
-# Everything it reports lands in OUT_DIR: gpu_tests.log, step_latency_cuda.json, bench.log, the three runs' EMA
-# weights as half-precision safetensors, and runs.tgz (their csv logs, budgets and metrics).
+# Everything it reports lands in OUT_DIR: gpu_tests.log, step_latency_cuda.json, bench.log, the two runs' EMA
+# weights as half-precision safetensors, runs.tgz (their csv logs, budgets, metrics) and session.tgz (export logs).
 set -uo pipefail
 OUT=${1:?usage: gpu_session.sh OUT_DIR [TRAIN_MINUTES] [CARRIED_LATENTS] [VAL_LATENTS]}
 MIN=${2:-4.5}
@@ -41,37 +41,14 @@ for i in $(seq 0 13); do [ -f work/lat_$i/latents.json ] && caches=$caches,work/
 echo "caches: $caches" | tee "$OUT/caches.txt"
 tail -3 work/export_0.log work/lat_0.log 2>/dev/null | tail -8
 
-# 3. three objectives side by side (each a small model; the GPU interleaves them)
+# 3. the tiny DiT's training (model/train/gpu_train.sh: two objectives side by side, weights packed into OUT)
 stamp train
-for obj in x0 self-forcing flow; do
-  python -m model.train.dit_train --latents "$caches" --val "$VAL" --vae $VAE --out work/dit_$obj --preset tiny64 \
-    --objective $obj --steps 30000 --batch 64 --seq-schedule 2:3000:128,5:10000,9:30000 --warmup 300 --lr 4e-4 \
-    --eval-every 2000 --eval-count 16 --ckpt-every 100000 --log-every 50 --minutes "$MIN" --device cuda --no-amp \
-    --no-progress > work/dit_$obj.log 2>&1 &
-done
-wait
-for obj in x0 self-forcing flow; do echo "== $obj"; tail -4 work/dit_$obj.log; cat work/dit_$obj/eval.csv; done
+bash model/train/gpu_train.sh "$OUT" "$MIN" "$caches" "$VAL"
 
-stamp pack
-python - "$OUT" <<'PY'
-import sys
-from pathlib import Path
-import torch
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
-out = Path(sys.argv[1])
-for run in sorted(Path("work").glob("dit_*")):
-    f = run / "dit.safetensors"
-    if f.exists():
-        with safe_open(str(f), framework="pt") as h:
-            meta = h.metadata()
-        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(f)).items()}
-        save_file(sd, str(out / f"{run.name}.safetensors"), metadata=meta)
-PY
 # 4. step latency on the quiet GPU
 stamp bench
 timeout 150 python benchmarks/step_latency.py --gpu-only --out "$OUT" 2>&1 | tail -25 | tee "$OUT/bench.log"
 
-tar czf "$OUT/runs.tgz" work/dit_*/*.csv work/dit_*/*.json work/*.log caches.txt 2>/dev/null
+tar czf "$OUT/session.tgz" work/*.log 2>/dev/null
 ls -la "$OUT"
 stamp done

@@ -164,3 +164,19 @@ def test_caches_concatenate(data):
     assert len(both) == 2 * len(one)
     assert torch.equal(both.latents[len(one):], one.latents)
     assert int(both.clip[len(one):].min()) > int(one.clip.max())
+
+
+def test_pack_halves_the_release_and_it_still_loads(data, tmp_path):
+    from model.checkpoint import load_checkpoint
+    from model.train.pack import main as pack_main
+
+    run = tmp_path / "dit_x0"
+    train(_args(data, run, steps=2, seq_schedule="2:2"))
+    pack_main([str(tmp_path / "out"), str(run), str(tmp_path / "missing")])
+    packed = tmp_path / "out" / "dit_x0.safetensors"
+    sd, _ = read_state_dict(packed)
+    assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
+    full = load_checkpoint(run / "dit.safetensors")
+    half = load_checkpoint(packed)
+    for (k, a), b in zip(full.state_dict().items(), half.state_dict().values()):
+        assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
