@@ -107,6 +107,23 @@ def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = Fa
             "frames_per_s": batch * gen.frames_per_step / p50}
 
 
+def bench_switch(preset: str, device, dtype, batch: int, n: int) -> dict:
+    """CUDA graph: the same state stepped every time (it owns the captured buffers, no copies) against two
+    states stepped in turn (each step moves ownership: one state copy out, one in)."""
+    gen = make_generator(preset, device, dtype, batch, graph=True)
+    state = gen.reset(first_frames(gen, batch), seed=0)
+    c2w = walk(gen, batch, device)
+    time_steps(gen, state, c2w, 3)
+    fork = state.clone()
+    same = statistics.median(time_steps(gen, state, c2w, n))
+    turns = []
+    for _ in range(n // 2):
+        turns += time_steps(gen, fork, c2w, 1) + time_steps(gen, state, c2w, 1)
+    alt = statistics.median(turns)
+    return {"preset": preset, "batch": batch, "same_state_ms": same * 1e3, "alternating_ms": alt * 1e3,
+            "state_mb": state.nbytes() / 2**20, "switch_cost_ms": (alt - same) * 1e3}
+
+
 def bench_recompute(preset: str, device, dtype, lengths: list[int]) -> list[dict]:
     """One step at episode length L: streaming caches vs recomputing the visible context."""
     gen = make_generator(preset, device, dtype, 1)
@@ -219,6 +236,10 @@ def main(argv=None) -> dict:
         res["graph_speedup"] = {f"{r['preset']}_b{r['batch']}": e["p50_ms"] / r["p50_ms"]
                                 for e, r in zip(res["steps"][-4 * len(a.gpu_presets)::2],
                                                 res["steps"][-4 * len(a.gpu_presets) + 1::2])}
+        try:
+            res["switch"] = [bench_switch(a.gpu_presets[0], dev, torch.bfloat16, b, a.steps) for b in (1, 64)]
+        except Exception as e:
+            res.setdefault("errors", []).append(f"switch: {e!r}")
         res["published"] = bench_published(dev)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +263,9 @@ def main(argv=None) -> dict:
               f"nbytes ratio {f['nbytes_ratio']:.2f}")
     if cuda:
         print("\ngraph over eager (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["graph_speedup"].items()))
+        for r in res.get("switch", []):
+            print(f"graph, {r['preset']} b{r['batch']}: same state {r['same_state_ms']:.1f} ms, two states in turn "
+                  f"{r['alternating_ms']:.1f} ms (state {r['state_mb']:.1f} MB)")
         q = res["published"]
         print(f"\npublished preset, random bf16 (DiT only, no KV window): {q['pass_ms']:.1f} ms/pass x {q['passes']} "
               f"= {q['chunk_ms']:.0f} ms per 3-latent chunk, {q['realtime_factor']:.2f}x real time")

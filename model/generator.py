@@ -9,13 +9,15 @@ One step (DESIGN.md §2-3): the chunk's poses become camera conditioning relativ
 noise comes from the state's counter RNG; the few denoising passes read the caches only; one clean pass at
 t = 0 writes them (GDN states, conv tails, K/V slots); the causal VAE decodes the chunk from its own cache.
 Everything in a step has static shapes and no host synchronisation, so on CUDA (`graph=True`) the whole
-step is captured once as a CUDA graph and replayed; reset and fork copy into the captured buffers and
-never recapture. `RecomputeGenerator` is the naive baseline and test oracle: it recomputes the whole
-visible context every pass with the full chunk-causal forward.
+step is captured once as a CUDA graph and replayed. The state being stepped owns the captured buffers, so
+stepping it again copies nothing; stepping another state (a fork, a new reset) moves ownership with one copy
+out and one in, and never recaptures. `RecomputeGenerator` is the naive baseline and test oracle: it
+recomputes the whole visible context every pass with the full chunk-causal forward.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,7 @@ class StreamingGenerator:
         self.sigmas = [t / 1000.0 for t in cfg.denoise_timesteps]
         self._graph = None          # torch.cuda.CUDAGraph once captured
         self._static: WorldState | None = None
+        self._resident = None       # weakref to the user state that owns the captured buffers
         self._static_c2w: torch.Tensor | None = None
         self._static_out: tuple[torch.Tensor, torch.Tensor] | None = None
         self._pinned_c2w: torch.Tensor | None = None   # host staging buffer of the poses (graph mode)
@@ -364,13 +367,23 @@ class StreamingGenerator:
         c2w: validated host poses (B, K, 4, 4) float64."""
         if self._graph is None:
             self._capture(state, c2w.to(self.device))
-        if state is not self._static:
-            self._static.copy_(state)
+        self._take_buffers(state)
         self._upload_poses(c2w)
         self._graph.replay()
-        if state is not self._static:
-            state.copy_(self._static)
         return tuple(t.clone() for t in self._static_out)
+
+    def _take_buffers(self, state: WorldState) -> None:
+        """Ownership of the captured buffers: `state` becomes (shares the storage of) the static state. The
+        previous owner, if still alive, gets a private copy first; a state that already owns them pays nothing."""
+        if state.shares_storage(self._static):
+            return
+        state._check_layout(self._static)
+        previous = self._resident() if self._resident is not None else None
+        if previous is not None and previous.shares_storage(self._static):
+            previous.share_(self._static.clone())
+        self._static.copy_(state)
+        state.share_(self._static)
+        self._resident = weakref.ref(state)
 
     def _capture(self, state: WorldState, c2w: torch.Tensor) -> None:
         self._static = state.clone()

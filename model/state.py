@@ -120,6 +120,21 @@ class WorldState:
         return self.generator.reset_rows(self, mask, first_frames, intrinsics=intrinsics, captions=captions,
                                          seed=seed, c2w0=c2w0)
 
+    def share_(self, other: WorldState) -> WorldState:
+        """Make this state use `other`'s tensors (and containers) as its own; its former storage is dropped.
+
+        The CUDA-graph generator uses it for ownership: the state being stepped *is* the captured buffers, so
+        stepping the same state again copies nothing. Layouts must match."""
+        self._check_layout(other)
+        for f in fields(self):
+            if f.compare:
+                setattr(self, f.name, getattr(other, f.name))
+        return self
+
+    def shares_storage(self, other: WorldState) -> bool:
+        """True when both use the very same tensors (see share_)."""
+        return self.blocks is other.blocks
+
     def _check_layout(self, other: WorldState) -> None:
         mine, theirs = self._all(), other._all()
         if len(mine) != len(theirs) or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(mine, theirs)):

@@ -209,6 +209,36 @@ def test_soak_2000_steps_bounded_and_constant_memory(first):
     assert int(state.chunk_index[0]) == 2001
 
 
+def test_graph_buffer_ownership_moves_between_states(gen, first):
+    """The CUDA-graph path's ownership rule, checked on CPU: the stepped state becomes the captured buffers (no
+    copy when it is stepped again), and the previous owner keeps its exact contents in storage of its own."""
+    poses = _walk(3, 3, gen.frames_per_step)
+    static = gen.new_state()
+    gen._static, gen._resident = static, None
+    try:
+        a = gen.reset(first, seed=SEED)
+        gen.step(a, poses[0])
+        b = a.clone()
+        gen.step(b, poses[1])
+        gen._take_buffers(a)
+        assert a.shares_storage(static) and not b.shares_storage(static)
+        ptr = a.blocks[0].ffn_tail.data_ptr()
+        gen._take_buffers(a)                                   # already the owner: nothing moves
+        assert a.blocks[0].ffn_tail.data_ptr() == ptr
+        a_before = a.clone()
+        gen._take_buffers(b)                                   # b takes over; a gets a private copy
+        assert b.shares_storage(static) and not a.shares_storage(static)
+        assert all(torch.equal(x, y) for x, y in zip(a._all(), a_before._all()))
+        assert int(b.chunk_index[0]) == 3 and int(a.chunk_index[0]) == 2
+        gen.step(b, poses[2])                                  # eager step on the shared storage
+        assert torch.equal(static.chunk_index, b.chunk_index)
+        assert all(torch.equal(x, y) for x, y in zip(a._all(), a_before._all()))
+        with pytest.raises(ValueError, match="different layouts"):
+            gen._take_buffers(a.select([0]))
+    finally:
+        gen._static, gen._resident = None, None
+
+
 def _cuda_or_skip():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device (run on the lent GPU machine)")
@@ -225,6 +255,7 @@ def test_graph_matches_eager_and_never_syncs(first):
     for c2w in poses[:2]:
         a, b = eager.step(se, c2w), graphed.step(sg, c2w)
         assert (a.int() - b.int()).abs().float().mean() < 2.0
+    assert sg.shares_storage(graphed._static)   # the stepped state owns the captured buffers: no per-step copies
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host synchronisation inside step() raises
     try:
