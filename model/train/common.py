@@ -47,18 +47,52 @@ from ..camera import resize_crop_intrinsics
 # Config: dataclass -> argparse
 
 
+@dataclass(kw_only=True)
+class RunArgs:
+    """The run plumbing every trainer shares (its own Args subclass this and add the model's fields)."""
+
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices"""
+    grad_clip: float = 1.0
+    """clip the global gradient norm (0 = off)"""
+    ckpt_every: int = 500
+    """write last.pt every this many steps"""
+    log_every: int = 20
+    """train.csv interval in steps"""
+    seed: int = 0
+    """seed of the initialisation and of the per-step draws"""
+    device: str = "auto"
+    """cuda, cpu or auto"""
+    threads: int = 0
+    """torch CPU threads (0 = torch default)"""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)"""
+    data_on_device: bool = True
+    """keep the training data on the GPU, so batches are cut there"""
+    resume: bool = False
+    """continue from out/last.pt"""
+    ddp: bool = False
+    """join a torchrun job (gloo on CPU, nccl on CUDA); --batch is per process"""
+    progress: bool = True
+    """tqdm progress bar"""
+
+
 def field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string literal right under each field), read from its source."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    """Attribute docstrings of a dataclass (the string literal right under each field), read from its source and
+    its bases' (a subclass's docstring wins)."""
     docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 
@@ -83,7 +117,8 @@ def parse_args(cls, argv: list[str] | None = None, prog: str | None = None):
     module_doc = inspect.getdoc(inspect.getmodule(cls)) or ""
     parser = argparse.ArgumentParser(prog=prog, description=module_doc or doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(cls):
+    own = set(getattr(cls, "__annotations__", {}))
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):   # the class's own fields first
         tp = hints[f.name]
         args = typing.get_args(tp)
         if typing.get_origin(tp) in (typing.Union, types.UnionType):

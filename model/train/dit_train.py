@@ -64,6 +64,7 @@ from ..transformer import SanaWMTransformer, build_model
 from .common import (
     CSVLog,
     Dist,
+    RunArgs,
     StopFlag,
     Throughput,
     allreduce_grads,
@@ -97,7 +98,7 @@ SAMPLERS = ("euler", "renoise")
 
 
 @dataclass
-class Args:
+class Args(RunArgs):
     latents: str
     """training latent cache (latents.json from `model.train.latents`); "a.json,b.json" concatenates caches"""
     out: str = "runs/dit"
@@ -124,10 +125,6 @@ class Args:
     """final LR as a fraction of --lr"""
     warmup: int = 1000
     """linear warmup steps"""
-    weight_decay: float = 0.01
-    """AdamW weight decay on matrices"""
-    grad_clip: float = 1.0
-    """clip the global gradient norm (0 = off)"""
     ema: float = 0.999
     """EMA decay of the release weights"""
     shift: float = 1.0
@@ -150,31 +147,11 @@ class Args:
     """evaluation interval in steps (EMA weights, held-out cache)"""
     eval_count: int = 16
     """held-out windows per evaluation"""
-    ckpt_every: int = 500
-    """write last.pt every this many steps"""
-    log_every: int = 20
-    """train.csv interval in steps"""
-    seed: int = 0
-    """seed of the initialisation and of the per-step draws"""
-    device: str = "auto"
-    """cuda, cpu or auto"""
-    threads: int = 0
-    """torch CPU threads (0 = torch default)"""
-    amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)"""
-    data_on_device: bool = True
-    """keep the latent cache on the GPU"""
     minutes: float = 0.0
     """wall-clock budget: after --calib-steps timed steps, --steps and the --seq-schedule are scaled down to fit
     (0 = off); the resolved values are written to budget.json"""
     calib_steps: int = 40
     """steps timed (after 10 warm-up steps) to plan a --minutes budget"""
-    resume: bool = False
-    """continue from out/last.pt"""
-    ddp: bool = False
-    """join a torchrun job (gloo on CPU, nccl on CUDA); --batch is per process"""
-    progress: bool = True
-    """tqdm progress bar"""
 
 
 TRAIN_FIELDS = ["step", "loss", "main", "flow_reg", "lr", "grad_norm", "seq", "batch", "rollout", "samples_per_s",

@@ -42,6 +42,7 @@ from ..vae import CausalVAE, vae_config
 from .common import (
     CSVLog,
     Dist,
+    RunArgs,
     StopFlag,
     Throughput,
     allreduce_grads,
@@ -73,7 +74,7 @@ from .latents import save_vae
 
 
 @dataclass
-class Args:
+class Args(RunArgs):
     data: str
     """training index.json (sanawm_env.scenes.export output, or real footage in RealEstate10K format)"""
     out: str = "runs/vae"
@@ -98,10 +99,6 @@ class Args:
     """final LR as a fraction of --lr"""
     warmup: int = 500
     """linear warmup steps"""
-    weight_decay: float = 0.01
-    """AdamW weight decay"""
-    grad_clip: float = 1.0
-    """clip the global gradient norm (0 = off)"""
     grad_weight: float = 1.0
     """weight of the L1 loss on image gradients (finite differences in x and y)"""
     l2_weight: float = 0.0
@@ -116,28 +113,8 @@ class Args:
     """raw frames per held-out clip (1 + 4k)"""
     stats_windows: int = 64
     """training windows whose raw latents fit the latent mean / std at the end"""
-    ckpt_every: int = 500
-    """write last.pt every this many steps"""
-    log_every: int = 20
-    """train.csv interval in steps"""
-    seed: int = 0
-    """seed of the initialisation and of the per-step data draws"""
-    device: str = "auto"
-    """cuda, cpu or auto"""
-    threads: int = 0
-    """torch CPU threads (0 = torch default)"""
-    amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)"""
-    data_on_device: bool = True
-    """keep the decoded clips on the GPU (uint8) so batches are cut there"""
     max_clips: int = 0
     """use at most this many training clips (0 = all)"""
-    resume: bool = False
-    """continue from out/last.pt"""
-    ddp: bool = False
-    """join a torchrun job (gloo on CPU, nccl on CUDA); --batch is per process"""
-    progress: bool = True
-    """tqdm progress bar"""
 
 
 TRAIN_FIELDS = ["step", "loss", "l1", "grad", "lr", "grad_norm", "frames", "samples_per_s", "elapsed_s"]

@@ -9,6 +9,7 @@ import torch
 from model.config import get_config
 from model.train.common import (
     CSVLog,
+    RunArgs,
     cosine_lr,
     field_docs,
     fit_frames,
@@ -43,6 +44,24 @@ def test_parse_args_types_defaults_and_docstrings(capsys):
     assert "how many steps (default: 10)" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # required field missing
         parse_args(_Args, [])
+
+
+@dataclass
+class _Sub(RunArgs):
+    data: str
+    """the data"""
+
+
+def test_parse_args_reads_inherited_fields_and_their_docs(capsys):
+    a = parse_args(_Sub, ["--data", "d", "--threads", "2", "--no-progress"])
+    assert (a.data, a.threads, a.progress, a.seed, a.log_every) == ("d", 2, False, 0, 20)
+    docs = field_docs(_Sub)
+    assert docs["data"] == "the data"
+    assert docs["grad_clip"].startswith("clip the global gradient norm")             # inherited
+    with pytest.raises(SystemExit):
+        parse_args(_Sub, ["--help"])
+    out = capsys.readouterr().out
+    assert "tqdm progress bar" in out and out.index("--data") < out.index("--grad-clip")   # own fields first
 
 
 def test_step_generator_is_a_function_of_seed_step_rank():
