@@ -3,12 +3,13 @@
     python benchmarks/step_latency.py [--preset tiny] [--long-preset micro] [--long-steps 5000]
 
 Rows (all ratios measured in this one run):
-- steps: `--preset` at batch 1, p50 / p99 ms per step and frames/s (random weights if none are shipped; the
-  time of a step does not depend on the weights);
+- steps: `--preset` at batch 1 on CPU, eager and traced (`trace=True`, the env's CPU default), p50 / p99 ms per
+  step and frames/s (random weights if none are shipped; the time of a step does not depend on the weights);
 - cache vs recompute: one step at episode length L with the streaming caches against the naive baseline that
   recomputes the whole visible context every pass (`RecomputeGenerator`), L = 16, 64, 256;
 - flat: latency and `WorldState.nbytes()` at step 100 and step `--long-steps` (`--long-preset`);
-- on CUDA: eager vs CUDA graph at batch 1 and 64 (`tiny`), and the published preset at 704x1280 with random
+- on CUDA: eager vs CUDA graph at batch 1 and 64 (`tiny`), the graph's cost of switching between two states,
+  and the published preset at 704x1280 with random
   bf16 weights, ms per 3-latent chunk and the real-time factor (24 frames at 16 fps).
 """
 
@@ -30,17 +31,20 @@ from model.transformer import build_model
 from model.vae import CausalVAE, vae_config
 
 
-def make_generator(preset: str, device: str, dtype, batch: int, graph: bool = False) -> StreamingGenerator:
+def make_generator(preset: str, device: str, dtype, batch: int, graph: bool = False,
+                   trace: bool = False) -> StreamingGenerator:
     """Shipped weights when there are any, else a seeded random model of the preset."""
     try:
-        return StreamingGenerator.from_pretrained(preset, device=device, dtype=dtype, batch_size=batch, graph=graph)
+        return StreamingGenerator.from_pretrained(preset, device=device, dtype=dtype, batch_size=batch, graph=graph,
+                                                  trace=trace)
     except FileNotFoundError:
         torch.manual_seed(0)
         model = build_model(get_config(preset))
         with torch.no_grad():
             for p in model.parameters():
                 p.normal_(0.0, 0.02)
-        return StreamingGenerator(model, CausalVAE(vae_config(get_config(preset).vae)), device, dtype, batch, graph)
+        return StreamingGenerator(model, CausalVAE(vae_config(get_config(preset).vae)), device, dtype, batch, graph,
+                                  trace=trace)
 
 
 def walk(gen: StreamingGenerator, batch: int, device=None) -> torch.Tensor:
@@ -95,16 +99,40 @@ def first_frames(gen: StreamingGenerator, batch: int) -> torch.Tensor:
     return torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
+def _row(gen: StreamingGenerator, preset: str, ts: list[float], graph: bool = False, trace: bool = False) -> dict:
+    ts = sorted(ts)
+    p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
+    return {"preset": preset, "device": str(gen.device), "dtype": str(gen.dtype).replace("torch.", ""),
+            "batch": gen.batch_size, "graph": graph, "trace": trace, "steps": len(ts), "p50_ms": p50 * 1e3,
+            "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50, "frames_per_s": gen.batch_size * gen.frames_per_step / p50}
+
+
 def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = False) -> dict:
     gen = make_generator(preset, device, dtype, batch, graph)
     state = gen.reset(first_frames(gen, batch), seed=0)
     c2w = walk(gen, batch, device)
     time_steps(gen, state, c2w, 3)  # warm-up (and graph capture)
-    ts = sorted(time_steps(gen, state, c2w, n))
-    p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
-    return {"preset": preset, "device": str(device), "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-            "graph": graph, "steps": n, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50,
-            "frames_per_s": batch * gen.frames_per_step / p50}
+    return _row(gen, preset, time_steps(gen, state, c2w, n), graph=graph)
+
+
+def bench_cpu_modes(preset: str, n: int, rounds: int = 6) -> list[dict]:
+    """Eager and traced (`trace=True`) steps at batch 1 on CPU, timed in alternating rounds so that both see the
+    same machine noise (a shared 2-core machine drifts by 10-20 % between minutes)."""
+    gens = [make_generator(preset, "cpu", torch.float32, 1, trace=t) for t in (False, True)]
+    states = [g.reset(first_frames(g, 1), seed=0) for g in gens]
+    c2w = walk(gens[0], 1, "cpu")
+    times: list[list[float]] = [[], []]
+    for g, s in zip(gens, states):
+        time_steps(g, s, c2w, 5)  # warm-up (the trace is recorded on the first step, then profiled twice)
+    for _ in range(rounds):
+        for i, (g, s) in enumerate(zip(gens, states)):
+            times[i] += time_steps(g, s, c2w, max(1, n // rounds))
+    return [_row(g, preset, ts, trace=g.trace) for g, ts in zip(gens, times)]
+
+
+def _replay(row: dict) -> str:
+    """How a row's step ran: eager, CUDA graph, or the CPU trace."""
+    return "graph" if row.get("graph") else "trace" if row.get("trace") else "eager"
 
 
 def bench_switch(preset: str, device, dtype, batch: int, n: int) -> dict:
@@ -217,7 +245,8 @@ def main(argv=None) -> dict:
     if cuda:
         res["device_facts"] = device_facts()
     if not a.gpu_only:
-        res["steps"] = [bench_steps(a.preset, "cpu", torch.float32, 1, a.steps)]
+        res["steps"] = bench_cpu_modes(a.preset, 2 * a.steps)
+        res["trace_speedup"] = res["steps"][0]["p50_ms"] / res["steps"][1]["p50_ms"]
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
@@ -246,12 +275,13 @@ def main(argv=None) -> dict:
     (out / f"step_latency_{dev}.json").write_text(json.dumps(res, indent=1))
 
     print(f"\nstreaming steps ({res['device']}, {res['threads']} threads)")
-    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'graph':>6} {'p50 ms':>9} {'p99 ms':>9} "
+    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>6} {'p50 ms':>9} {'p99 ms':>9} "
           f"{'steps/s':>8} {'frames/s':>9}")
     for r in res["steps"]:
-        print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {str(r['graph']):>6} "
+        print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {_replay(r):>6} "
               f"{r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['steps_per_s']:>8.2f} {r['frames_per_s']:>9.1f}")
     if not a.gpu_only:
+        print(f"\nCPU trace over eager (p50): {res['trace_speedup']:.2f}x")
         print(f"\ncache vs recompute ({a.recompute_preset}, one step at episode length L)")
         print(f"{'L':>5} {'stream ms':>10} {'recompute ms':>13} {'ratio':>7}")
         for r in res["recompute"]:

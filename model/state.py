@@ -78,6 +78,14 @@ class WorldState:
         out += [*self.vae.tails, self.vae.step]
         return out + [getattr(self, n) for n in self._FLAT]
 
+    def with_tensors(self, flat) -> WorldState:
+        """A state of this layout over the given tensors, in `_all()` order (no copies): how a traced step body
+        sees the state it was called with."""
+        it = iter(flat)
+        blocks = [replace(b, **{k: next(it) for k in b.tensors()}) for b in self.blocks]
+        vae = replace(self.vae, tails=[next(it) for _ in self.vae.tails], step=next(it))
+        return replace(self, blocks=blocks, vae=vae, **{n: next(it) for n in self._FLAT})
+
     def nbytes(self) -> int:
         """Bytes held by every tensor of the state (constant over an episode)."""
         return sum(t.numel() * t.element_size() for t in self._all())

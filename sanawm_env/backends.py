@@ -278,7 +278,9 @@ class ModelBackend:
 
         if num_worlds < 1:
             raise ValueError(f"num_worlds must be at least 1, got {num_worlds}")
-        self.gen = StreamingGenerator.from_pretrained(model, device=device, batch_size=num_worlds, graph=graph)
+        # on CPU the step body is traced once and replayed (StreamingGenerator trace=True); on CUDA, graph=True
+        self.gen = StreamingGenerator.from_pretrained(model, device=device, batch_size=num_worlds, graph=graph,
+                                                      trace=torch.device(device).type == "cpu")
         self.height, self.width = self.gen.frame_hw
         if (height, width) not in ((None, None), (self.height, self.width)):
             raise ValueError(f"model {model!r} makes {self.height}x{self.width} frames; the env asked for "

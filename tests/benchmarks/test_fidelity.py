@@ -1,33 +1,19 @@
 """benchmarks/fidelity.py: phase correlation, the image-shift sign convention, and a tiny end-to-end run on micro."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bench_loader import load_benchmark
 
 from model.train.evaluate import psnr
 from sanawm_env.scenes import RenderConfig, Renderer, intrinsics_from_fov, make_scene, pose
 from sanawm_env.scenes.geometry import SceneGeometry
 from sanawm_env.scenes.poses import apply_local_delta
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity.py"
-
-
-def _load():
-    """benchmarks/ is scripts, not a package: import the file by path (registered, so its dataclass resolves)."""
-    spec = importlib.util.spec_from_file_location("benchmarks_fidelity", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fidelity = _load()
+fidelity = load_benchmark("fidelity")
 SIZE = 48
 
 

@@ -209,6 +209,43 @@ def test_soak_2000_steps_bounded_and_constant_memory(first):
     assert int(state.chunk_index[0]) == 2001
 
 
+def test_traced_step_matches_eager_through_fork_reset_and_select(first):
+    """trace=True (the CPU replay of the step body) against the eager reference: same frames and latents step by
+    step, for a fork, a mid-episode reset of one world, and a selected sub-batch (a second trace)."""
+    eager = StreamingGenerator.from_pretrained("micro", batch_size=3)
+    traced = StreamingGenerator.from_pretrained("micro", batch_size=3, trace=True)
+    poses = _walk(3, 6, eager.frames_per_step)
+    se, st = eager.reset(first, seed=SEED), traced.reset(first, seed=SEED)
+
+    def both(a, b, c2w):
+        ra, la = eager.step(a, c2w, return_latents=True)
+        rb, lb = traced.step(b, c2w, return_latents=True)
+        assert (ra.int() - rb.int()).abs().max() <= 1
+        assert torch.allclose(la, lb, atol=1e-4, rtol=0)
+
+    for c2w in poses[:2]:
+        both(se, st, c2w)
+    fe, ft = se.clone(), st.clone()
+    se.reset_(torch.tensor([False, True, False]), first[1:2], seed=9)
+    st.reset_(torch.tensor([False, True, False]), first[1:2], seed=9)
+    for c2w in poses[2:4]:
+        both(se, st, c2w)
+        both(fe, ft, c2w)
+    assert int(ft.chunk_index[0]) == 5 and int(st.chunk_index[1]) == 3   # each state advanced on its own
+    sub_e, sub_t = se.select([2, 0]), st.select([2, 0])
+    both(sub_e, sub_t, poses[4][[2, 0]])
+    assert sorted(traced._traces) == [2, 3]
+    with pytest.raises(ValueError, match="not both"):
+        StreamingGenerator.from_pretrained("micro", trace=True, graph=True)
+
+
+def test_with_tensors_rebuilds_a_state_over_its_own_tensors(gen, first):
+    s = gen.reset(first, seed=SEED)
+    r = s.with_tensors(s._all())
+    assert all(a is b for a, b in zip(r._all(), s._all()))
+    assert r.batch_size == s.batch_size and r.vae.lat_h == s.vae.lat_h
+
+
 def test_graph_buffer_ownership_moves_between_states(gen, first):
     """The CUDA-graph path's ownership rule, checked on CPU: the stepped state becomes the captured buffers (no
     copy when it is stepped again), and the previous owner keeps its exact contents in storage of its own."""
