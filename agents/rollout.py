@@ -302,8 +302,12 @@ def _compare(args: RolloutArgs, kw: dict, k: int, source: str, summary: dict, fr
     """The oracle along the same actions / poses (same seed: same scene and start), side by side with `frames`,
     and per-frame PSNR."""
     okw = {key: v for key, v in kw.items() if key != "model"}
-    # the model's frame size and chunk; 2x supersampling as the model backend's start frames and training clips
-    okw.update(backend="oracle", size=tuple(frames.shape[1:3]), frames_per_step=k, supersample=2)
+    # the model's frame size and chunk, rendered as its training clips were (and so as its start frames are)
+    from model.generator import StreamingGenerator  # only the model backend gets here
+
+    render = StreamingGenerator.render_of(kw["model"])
+    okw.update(backend="oracle", size=tuple(frames.shape[1:3]), frames_per_step=k,
+               supersample=int(render.get("supersample", okw.get("supersample", 1))))
     env = make_env(**okw)
     opts = _reset_options(args, env.unwrapped.config.size)
     opts.pop("start_image", None)  # the oracle renders its first frame from the scene

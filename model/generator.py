@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .camera import _plucker_frames, scale_intrinsics, se3_inverse
-from .checkpoint import load_checkpoint, read_config, read_state_dict
+from .checkpoint import load_checkpoint, metadata, read_config, read_state_dict
 from .config import get_config
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
@@ -49,7 +49,7 @@ class StreamingGenerator:
 
     def __init__(self, model: SanaWMTransformer, vae: CausalVAE, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
-                 sampler: str = "euler", trace: bool = False):
+                 sampler: str = "euler", trace: bool = False, render: dict | None = None):
         cfg = model.cfg
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -66,6 +66,7 @@ class StreamingGenerator:
         self.vae = vae.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.sampler = sampler
+        self.render = dict(render or {})   # how the training frames were rendered (checkpoint metadata)
         self.graph, self.trace = bool(graph), bool(trace)
         if self.trace and self.graph:
             raise ValueError("trace=True is the CPU replay; on CUDA use graph=True (not both)")
@@ -113,7 +114,19 @@ class StreamingGenerator:
         vae = CausalVAE(vae_config(model.cfg.vae))
         sd, _ = read_state_dict(vae_path)
         vae.load_state_dict(sd)
+        kwargs.setdefault("render", StreamingGenerator.render_of(path))
         return cls(model, vae, device, dtype, batch_size, graph, **kwargs)
+
+    @staticmethod
+    def render_of(name_or_path: str | Path) -> dict:
+        """How the checkpoint's training clips were rendered ({"supersample": 2, "fov": 90.0}, from its metadata;
+        empty when it does not say): start frames made the same way are in the model's distribution."""
+        name = str(name_or_path)
+        if name == "micro":
+            return {}
+        path = WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
+        render = metadata(path).get("render") if path.exists() else None
+        return dict(render) if isinstance(render, dict) else {}
 
     @staticmethod
     def config_of(name_or_path: str | Path):

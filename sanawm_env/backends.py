@@ -81,11 +81,9 @@ def make_backend(name: str, *, num_worlds: int, height: int, width: int, frames_
     `backend.frames_per_step`). `model` ("tiny", "micro" or a checkpoint path) and `graph` (CUDA graphs) are for
     the model backend, whose frame size is the model's.
     """
-    if name == "model":
-        # start frames are ray-cast with 2x supersampling whatever the oracle's setting: the model's training
-        # clips were rendered that way, and an aliased first frame is out of its distribution
+    if name == "model":  # its start frames are rendered the way the model's training clips were (checkpoint)
         return ModelBackend(num_worlds, model=model, height=height, width=width, device=device, graph=graph,
-                            compile=compile, supersample=2)
+                            compile=compile)
     if name != "oracle":
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     cfg = OracleConfig(height=height, width=width, frames_per_step=frames_per_step, compile=compile,
@@ -273,7 +271,7 @@ class ModelBackend:
 
     def __init__(self, num_worlds: int, model: str = "tiny", height: int | None = None, width: int | None = None,
                  device: str | torch.device = "cpu", graph: bool = False, compile: bool = False,
-                 supersample: int = 2):
+                 supersample: int | None = None):
         from model.generator import StreamingGenerator  # the model is only imported when asked for
 
         if num_worlds < 1:
@@ -288,6 +286,8 @@ class ModelBackend:
         self.num_worlds = num_worlds
         self.frames_per_step = self.gen.frames_per_step
         self.device = self.gen.device
+        # start frames: rendered as the training clips were (checkpoint metadata), else as asked, else plain
+        supersample = supersample or int(self.gen.render.get("supersample", 1))
         self.oracle = OracleBackend(num_worlds, OracleConfig(self.height, self.width, 1, compile, supersample),
                                     device=device)
         self.state = self.gen.new_state(num_worlds)

@@ -503,6 +503,7 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
         if val is not None and (not args.eval_every or step % args.eval_every):
             run_eval()
         meta = {"objective": args.objective, "steps": str(step), "seq_schedule": args.seq_schedule,
+                **({"render": json.dumps(cache.meta["render"])} if cache.meta.get("render") else {}),
                 "sampler": args.sampler, "train_args": json.dumps(args_dict(args))}
         save_checkpoint(ema, out / "dit.safetensors", meta)
         if args.vae:

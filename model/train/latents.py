@@ -195,6 +195,14 @@ class LatentCache:
                            start=torch.cat([c.start for c in caches]), meta=meta)
 
 
+def clip_render(index_path: str | Path) -> dict | None:
+    """How an exporter's clips were rendered ({"supersample", "fov"}), from its index.json; None for footage that does
+    not say (real RealEstate10K clips). A model trained on them records it, so its start frames can match."""
+    cfg = json.loads(Path(index_path).read_text()).get("config") or {}
+    out = {k: cfg[k] for k in ("supersample", "fov") if k in cfg}
+    return out or None
+
+
 @torch.no_grad()
 def build_cache(args: Args) -> Path:
     """Encode every window of every clip; returns the path of latents.json."""
@@ -254,8 +262,8 @@ def build_cache(args: Args) -> Path:
     index = out / "latents.json"
     index.write_text(json.dumps({
         "format": CACHE_FORMAT, "source": str(Path(args.data).resolve()), "vae": str(Path(args.vae).resolve()),
-        "vae_preset": vae.preset, "frame_hw": list(frame_hw), "latent_hw": [frame_hw[0] // vae.spatial_factor,
-                                                                           frame_hw[1] // vae.spatial_factor],
+        "vae_preset": vae.preset, "render": clip_render(args.data), "frame_hw": list(frame_hw),
+        "latent_hw": [frame_hw[0] // vae.spatial_factor, frame_hw[1] // vae.spatial_factor],
         "latent_channels": vae.latent_channels, "temporal_factor": s, "window": args.window,
         "stride": args.stride, "windows": n_windows, "clips": len(clips), "shards": shards}, indent=1))
     return index

@@ -1,5 +1,6 @@
 """The model backend (the streaming world model, `micro`): the same env contract as the oracle."""
 
+import json
 import warnings
 
 import gymnasium as gym
@@ -118,3 +119,21 @@ def test_model_frame_size_reads_the_config_without_loading(tmp_path):
     assert model_frame_size(str(tmp_path / "x_dit.safetensors")) == 64
     with pytest.raises(FileNotFoundError, match="nope"):
         model_frame_size(str(tmp_path / "nope.safetensors"))
+
+
+def test_start_frames_are_rendered_as_the_checkpoint_says(tmp_path):
+    """The model backend renders start frames the way the model's training clips were (checkpoint metadata)."""
+    from safetensors.torch import save_file
+
+    from model.checkpoint import save_checkpoint
+    from model.config import get_config
+    from model.transformer import build_model
+    from model.vae import CausalVAE, vae_config
+
+    cfg = get_config("micro")
+    path = save_checkpoint(build_model(cfg), tmp_path / "m_dit.safetensors",
+                           {"render": json.dumps({"supersample": 2, "fov": 90.0})})
+    save_file(CausalVAE(vae_config(cfg.vae)).state_dict(), str(tmp_path / "m_vae.safetensors"))
+    assert ModelBackend(1, model=str(path)).oracle.cfg.supersample == 2
+    assert ModelBackend(1, model="micro").oracle.cfg.supersample == 1            # a checkpoint that does not say
+    assert ModelBackend(1, model=str(path), supersample=1).oracle.cfg.supersample == 1   # asked for explicitly

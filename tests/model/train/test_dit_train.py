@@ -101,6 +101,7 @@ def test_run_writes_a_release_the_generator_loads(data, tmp_path):
     assert state_hash(read_state_dict(out / "dit.safetensors")[0]) == state_hash(state["ema"])   # release = EMA
     assert state_hash(state["ema"]) != state_hash(state["model"])
     gen = StreamingGenerator.from_pretrained(out / "dit.safetensors")
+    assert gen.render == {"supersample": 1, "fov": 90.0}   # how the training clips were rendered (the exporter)
     st = gen.reset(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
     assert gen.step(st, torch.eye(4, dtype=torch.float64).expand(1, 4, 4, 4)).shape == (1, 4, 32, 32, 3)
 
