@@ -423,7 +423,22 @@ class WorldBatch:
         self.backend.close()
 
 
-class SanaWMEnv(gym.Env):
+class WorldsView:
+    """What the single and the vector env both read from their WorldBatch (`self._worlds`)."""
+
+    _worlds: WorldBatch
+
+    @property
+    def frames_per_step(self) -> int:
+        """K, the raw frames of one step."""
+        return self._worlds.k
+
+    @property
+    def backend(self):
+        return self._worlds.backend
+
+
+class SanaWMEnv(WorldsView, gym.Env):
     """A camera moving through a streaming world: 6-DoF pose actions in, generated (or ray-cast) frames out.
 
     ## Description
@@ -511,15 +526,6 @@ class SanaWMEnv(gym.Env):
         self._viewer = None
         self._reset_done = False
         self._closed = False
-
-    @property
-    def frames_per_step(self) -> int:
-        """K, the raw frames of one step."""
-        return self._worlds.k
-
-    @property
-    def backend(self):
-        return self._worlds.backend
 
     def step(self, action):
         """Move the camera by one action; returns (obs, reward, terminated, truncated, info)."""

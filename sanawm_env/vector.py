@@ -23,11 +23,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .actions import action_space, check_actions, keys_to_action
-from .env import VIDEO_FPS, EnvConfig, WorldBatch, split_kwargs
+from .env import VIDEO_FPS, EnvConfig, WorldBatch, WorldsView, split_kwargs
 from .tasks import make_task
 
 
-class SanaWMVectorEnv(VectorEnv):
+class SanaWMVectorEnv(WorldsView, VectorEnv):
     """N SanaWM worlds stepped as one batch; see `SanaWMEnv` for the task, spaces, rewards and info keys.
 
     Args:
@@ -71,15 +71,6 @@ class SanaWMVectorEnv(VectorEnv):
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
         self._autoreset = np.zeros(num_envs, dtype=bool)  # NEXT_STEP: reset these on the next step
         self._viewer = None
-
-    @property
-    def frames_per_step(self) -> int:
-        """K, the raw frames of one step."""
-        return self._worlds.k
-
-    @property
-    def backend(self):
-        return self._worlds.backend
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
