@@ -10,10 +10,10 @@ noise comes from the state's counter RNG; the few denoising passes read the cach
 t = 0 writes them (GDN states, conv tails, K/V slots); the causal VAE decodes the chunk from its own cache.
 Everything in a step has static shapes and no host synchronisation, so on CUDA (`graph=True`) the whole
 step is captured once as a CUDA graph and replayed (on CPU, `trace=True` replays a torch.jit trace of the same
-body). The state being stepped owns the captured buffers, so
-stepping it again copies nothing; stepping another state (a fork, a new reset) moves ownership with one copy
-out and one in, and never recaptures. `RecomputeGenerator` is the naive baseline and test oracle: it
-recomputes the whole visible context every pass with the full chunk-causal forward.
+body). The state being stepped owns the captured buffers, so stepping it again copies nothing; stepping another
+state (a fork, a new reset) moves ownership with one copy out and one in, and never recaptures.
+`RecomputeGenerator` is the naive baseline and test oracle: it recomputes the whole visible context every pass
+with the full chunk-causal forward.
 """
 
 from __future__ import annotations
