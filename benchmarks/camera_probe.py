@@ -27,26 +27,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import fidelity as fid  # noqa: E402  (the fidelity benchmark's episodes, oracle and phase correlation)
 
-from model.camera import se3_inverse  # noqa: E402
 from model.generator import StreamingGenerator  # noqa: E402
+from model.train.common import to_uint8, to_unit  # noqa: E402
 from model.train.dit_train import Args as DitArgs  # noqa: E402
 from model.train.dit_train import Draws, loss_flow, loss_x0  # noqa: E402
 from model.train.evaluate import LatentBatch, rollout  # noqa: E402
-from model.train.latents import camera_conditioning  # noqa: E402
+from model.train.latents import camera_conditioning, relative_poses  # noqa: E402
 
 
 def conditioning(gen: StreamingGenerator, c2w: np.ndarray, num_latents: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Camera inputs of episodes c2w (B, F, 4, 4), relative to each episode's first frame, as training builds them."""
-    c = torch.from_numpy(np.ascontiguousarray(c2w))
-    rel = se3_inverse(c[:, :1]) @ c                                                  # (B, F, 4, 4)
-    k_px = fid.intrinsics_from_fov(gen.frame_hw[1], gen.frame_hw[0], fid.FOV).expand(c.shape[0], 4).float()
+    rel = torch.stack([relative_poses(torch.from_numpy(c)) for c in c2w])             # (B, F, 4, 4)
+    k_px = fid.intrinsics_from_fov(gen.frame_hw[1], gen.frame_hw[0], fid.FOV).expand(len(c2w), 4).float()
     return camera_conditioning(gen.cfg, rel, gen._k_lat(k_px), num_latents)
 
 
 def encode(gen: StreamingGenerator, frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, F, H, W, 3) -> normalised latents (B, C, 1 + (F-1)/s, h, w), the first frame encoded alone."""
-    x = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)   # (B, 3, F, H, W)
-    return gen.vae.encode(x)
+    return gen.vae.encode(to_unit(torch.from_numpy(frames)))
 
 
 @torch.no_grad()
@@ -86,9 +84,8 @@ def free_generation(gen: StreamingGenerator, turns: int, steps: int, deg: float,
     first = frames[:, 0]
     stream = [f[:, -1] for f, _ in fid.model_rollout(gen, first, eps.c2w, seed, "stream")]
     cond, pl = conditioning(gen, eps.c2w, 1 + steps)
-    x = torch.from_numpy(first).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]
-    lat = rollout(gen.model, gen.vae.encode(x), cond, pl, torch.Generator().manual_seed(seed))
-    full = gen.vae.decode(lat.float()).add(1.0).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
+    z0 = gen.vae.encode(to_unit(torch.from_numpy(first)[:, None]))
+    full = to_uint8(gen.vae.decode(rollout(gen.model, z0, cond, pl, torch.Generator().manual_seed(seed)).float()))
     oracle_last = torch.from_numpy(frames[:, k::k])                                   # (B, steps, H, W, 3)
     full_last = full[:, k::k]
     stream_last = torch.stack(stream, 1)
