@@ -376,14 +376,14 @@ class StreamingGenerator:
         Any state of that layout is stepped in place through its tensors; `_step_core` stays the reference."""
         fn = self._traces.get(state.batch_size)
         if fn is None:
-            template = state.clone()
+            template = state.clone()   # its layout, and the example inputs the recording steps (then unused)
 
             def body(c2w, *flat):
                 return self._step_core(template.with_tensors(flat), c2w)
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # TracerWarnings: the body is static by construction
-                fn = torch.jit.trace(body, (c2w, *state.clone()._all()), check_trace=False)
+                fn = torch.jit.trace(body, (c2w, *template._all()), check_trace=False)
             self._traces[state.batch_size] = fn
         return fn(c2w, *state._all())
 
