@@ -48,6 +48,9 @@ class WorldModelConfig:
     window_chunks: int = 1            # ...plus this many most recent chunks
     rope_window: bool = False         # softmax RoPE positions relative to the window (bounded) instead of absolute
     vae: str = "ltx2"                 # "ltx2" (local diffusers folder) or the name of a CausalVAEConfig preset
+    # 4. Ours, off in the published preset: the previous clean latent reprojected by the camera rotation as an
+    #    extra input (model/warp.py), so small models can turn their view.
+    warp_condition: bool = False
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -118,7 +121,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         denoise_timesteps=(1000, 750, 0),
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True,
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
@@ -127,14 +130,14 @@ PRESETS: dict[str, WorldModelConfig] = {
         denoise_timesteps=(1000, 750, 0),
         caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True,
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
         denoise_timesteps=(1000, 500, 0),
         caption_channels=16, caption_len=4, height=32, width=32, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=2, vae="micro",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True,
     ),
 }
 

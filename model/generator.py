@@ -31,6 +31,7 @@ from .config import get_config
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
 from .vae import CausalVAE, vae_config
+from .warp import warp_latents
 
 WEIGHTS = Path(__file__).parent / "weights"
 SAMPLERS = ("euler", "renoise")
@@ -173,6 +174,7 @@ class StreamingGenerator:
             blocks=blocks, vae=self.vae.init_decoder_cache(b, lat_h, lat_w, device=dev),
             slot_chunk=torch.full((b, 1 + cfg.window_chunks), -1, dtype=torch.int64, device=dev),
             chunk_index=torch.zeros(b, dtype=torch.int64, device=dev), pose0=eye.clone(), pose=eye,
+            latent=torch.zeros(b, cfg.in_channels, 1, lat_h, lat_w, device=dev, dtype=dt),
             intrinsics=torch.zeros(b, 4, device=dev), seed=torch.zeros(b, dtype=torch.int64, device=dev),
             caption=y.to(dt).clone(), caption_mask=m.clone(), owner=id(self), generator=self)
 
@@ -305,8 +307,11 @@ class StreamingGenerator:
         x = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]   # (M, 3, 1, H, W)
         z0 = self.vae.encode(x).to(self.dtype)                                   # (M, C, 1, h, w)
         cond, pl = self._first_camera(m, self._k_lat(k))
-        self._forward(sub, z0, torch.zeros(m, 1, device=self.device), self._prepare(sub, 1, cond, pl), write=True)
+        warp = None if not self.cfg.warp_condition else z0.new_zeros(m, z0.shape[1] + 1, *z0.shape[2:])
+        self._forward(sub, z0, torch.zeros(m, 1, device=self.device), self._prepare(sub, 1, cond, pl, warp),
+                      write=True)
         self._commit(sub)
+        sub.latent.copy_(z0)
         self.vae.decode_step(z0.float(), sub.vae, first=True)
         state.assign_rows_(idx, sub)
         return state
@@ -316,9 +321,19 @@ class StreamingGenerator:
         return self.model(x, t, caption_mask=state.caption_mask, chunks=[x.shape[2]], cache=state.blocks,
                           write=write, stream=(state.chunk_index, state.slot_chunk), prepared=prepared)
 
-    def _prepare(self, state: WorldState, frames: int, cond, pl):
+    def _prepare(self, state: WorldState, frames: int, cond, pl, warp=None):
         return self.model.prepare(frames, cond, pl, state.caption, [frames], 0, (state.chunk_index, state.slot_chunk),
-                                  state.batch_size, self.device)
+                                  state.batch_size, self.device, warp)
+
+    def _warp(self, state: WorldState, cond: torch.Tensor) -> torch.Tensor | None:
+        """The next chunk's reprojection conditioning (model/warp.py): the state's last clean latent, seen from
+        its anchor pose, warped into each of the chunk's latent views (cond [B, T_c, 20]); None without it."""
+        if not self.cfg.warp_condition:
+            return None
+        b, tc = cond.shape[:2]
+        prev = (se3_inverse(state.pose0) @ state.pose).float().reshape(b, 1, 16)      # the last latent's anchor
+        cond_src = torch.cat([prev.expand(b, tc, 16), cond[..., 16:]], -1)           # (B, T_c, 20)
+        return warp_latents(state.latent.expand(-1, -1, tc, -1, -1), cond_src, cond)
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""
@@ -335,7 +350,7 @@ class StreamingGenerator:
         lat_h, lat_w = cfg.latent_hw
         rel = se3_inverse(state.pose0)[:, None] @ c2w                            # (B, K, 4, 4) relative to frame 0
         cond, pl = self._chunk_camera(rel, self._k_lat(state.intrinsics))
-        prepared = self._prepare(state, tc, cond, pl)
+        prepared = self._prepare(state, tc, cond, pl, self._warp(state, cond))
         x = counter_normal(state.seed, state.chunk_index, 0, (cfg.in_channels, tc, lat_h, lat_w), self.dtype)
         for i, (sig, nxt) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
             t = torch.full((b, tc), 1000.0 * sig, device=self.device)
@@ -349,6 +364,7 @@ class StreamingGenerator:
         self._forward(state, x, torch.zeros(b, tc, device=self.device), prepared, write=True)
         self._commit(state)
         state.pose.copy_(c2w[:, -1])
+        state.latent.copy_(x[:, :, -1:])
         frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
         rgb = torch.cat(frames, dim=2).clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
         return rgb.permute(0, 2, 3, 4, 1), x                                     # (B, K, H, W, 3), clean latents

@@ -7,6 +7,8 @@ every preset, with the published module and state_dict names (872 keys for `sana
   caption buffer is the default); GLUMBConvTemp FFN with a temporal conv.
 - Time layouts: bidirectional (`chunks=None`, the released bidirectional model) or chunk-causal
   (`chunks=[...]`, training and streaming).
+- Ours, off in the published preset (`warp_condition`): the previous clean latent reprojected by the camera
+  rotation, embedded and added to the latent tokens (model/warp.py explains why).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from .config import WorldModelConfig
 from .layers import CaptionEmbedder, CrossAttention, FinalLayer, GLUMBConvTemp, PatchEmbed, RMSNorm, TimestepEmbedder
 from .rope import rope_at
 from .state import BlockCache
+from .warp import sequence_warp
+
+# prepare()'s result: attention context, Plücker embedding, caption tokens (per-block K/V at inference), warp embedding
+Prepared = tuple[AttnContext, "torch.Tensor | None", "torch.Tensor | list", "torch.Tensor | None"]
 
 
 def _rope_heads(*args, **kwargs) -> torch.Tensor:
@@ -100,6 +106,9 @@ class SanaWMTransformer(nn.Module):
         self.blocks = nn.ModuleList([SanaWMBlock(cfg, i) for i in range(cfg.depth)])
         # 3. Output.
         self.final_layer = FinalLayer(c, p, cfg.in_channels)
+        # 4. Ours (not in the published checkpoint): the reprojected previous latent and its validity (warp.py).
+        if cfg.warp_condition:
+            self.warp_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
         self.gradient_checkpointing = False
         self.initialize_weights()
 
@@ -116,7 +125,9 @@ class SanaWMTransformer(nn.Module):
             blk.attn.reset_training_init()
             nn.init.zeros_(blk.plucker_proj.weight)
             nn.init.zeros_(blk.mlp.t_conv.weight)
-        for emb in (self.plucker_embedder, self.raymap_embedder):
+        for emb in (self.plucker_embedder, self.raymap_embedder, getattr(self, "warp_embedder", None)):
+            if emb is None:
+                continue
             nn.init.zeros_(emb.proj.weight)
             nn.init.zeros_(emb.proj.bias)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
@@ -228,9 +239,12 @@ class SanaWMTransformer(nn.Module):
         return ctx
 
     def prepare(self, frames: int, camera_conditions, plucker, caption, chunks, frame_offset, stream, batch: int,
-                device) -> tuple[AttnContext, torch.Tensor | None, torch.Tensor | list]:
-        """Everything of a forward that does not depend on the latents or the timestep: the attention context,
-        the Plücker embedding and the caption tokens. Denoising passes of one step share it."""
+                device, warp: torch.Tensor | None = None) -> Prepared:
+        """Everything of a forward that does not depend on the noisy latents or the timestep: the attention context,
+        the Plücker embedding, the caption tokens and the warp embedding. Denoising passes of one step share it.
+
+        warp: [B, C_lat + 1, T, h, w] from `warp.warp_latents` / `sequence_warp`; required when the config has
+        `warp_condition` (forward derives it from its own latents when it is not given)."""
         dtype = self.x_embedder.proj.weight.dtype
         ctx = self.context(frames, camera_conditions, chunks, frame_offset, device, stream=stream, batch=batch)
         plucker_emb = self.plucker_embedder(plucker.to(dtype)) if plucker is not None else None
@@ -239,7 +253,14 @@ class SanaWMTransformer(nn.Module):
         y = self.attention_y_norm(self.y_embedder(caption.to(dtype)))    # (B, L, C)
         if not self.training:  # per-block caption keys / values, shared by every pass
             y = [blk.cross_attn.keys_values(y) for blk in self.blocks]
-        return ctx, plucker_emb, y
+        warp_emb = None
+        if self.cfg.warp_condition:
+            want = (batch, self.cfg.in_channels + 1, frames, *self.cfg.latent_hw)
+            if warp is None or tuple(warp.shape) != want:
+                raise ValueError(f"this model is warp-conditioned: warp must be {list(want)}, got "
+                                 f"{None if warp is None else list(warp.shape)}")
+            warp_emb = self.warp_embedder(warp.to(dtype))                  # (B, N, C)
+        return ctx, plucker_emb, y, warp_emb
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]."""
@@ -255,7 +276,7 @@ class SanaWMTransformer(nn.Module):
                 caption_mask: torch.Tensor | None = None, chunks: list[int] | None = None,
                 frame_offset: int = 0, cache: list[BlockCache] | None = None, write: bool = False,
                 stream: tuple[torch.Tensor, torch.Tensor] | None = None,
-                prepared: tuple[AttnContext, torch.Tensor | None, torch.Tensor] | None = None) -> torch.Tensor:
+                prepared: Prepared | None = None, warp: torch.Tensor | None = None) -> torch.Tensor:
         """Velocity for latents.
 
         latents: [B, C_lat, T, h, w]; timestep: [B, T] per frame, 0..1000 (truncated to integers, as published);
@@ -265,7 +286,10 @@ class SanaWMTransformer(nn.Module):
         frame_offset: absolute index of the first latent frame;
         cache / write / stream: stream one chunk (chunks=[T]) against per-block caches; `stream` is
         (chunk_index [B], slot_chunk [B, 1+W]) from the WorldState; `write` on the clean pass;
-        prepared: `prepare(...)`'s (context, Plücker embedding, caption tokens), reused by several passes.
+        prepared: `prepare(...)`'s (context, Plücker embedding, caption tokens, warp embedding), reused by passes;
+        warp: [B, C_lat + 1, T, h, w] reprojection conditioning (warp_condition models). Without it a full forward
+        derives it from `latents` (`sequence_warp`: their history must be clean; zeros without camera_conditions);
+        streaming must pass it.
         Returns [B, C_lat, T, h, w].
         """
         cfg = self.cfg
@@ -281,9 +305,14 @@ class SanaWMTransformer(nn.Module):
             raise ValueError(f"streaming needs chunks=[T] = [{frames}], stream=(chunk_index, slot_chunk) and one "
                              f"cache per block ({len(self.blocks)})")
         if prepared is None:
+            if cfg.warp_condition and warp is None and stream is None:  # no camera: nothing to reproject
+                warp = (sequence_warp(latents, camera_conditions, chunks or [frames]) if camera_conditions is not None
+                        else latents.new_zeros(b, cfg.in_channels + 1, frames, lat_h, lat_w))
             prepared = self.prepare(frames, camera_conditions, plucker, caption, chunks, frame_offset, stream, b,
-                                    latents.device)
-        ctx, plucker_emb, y = prepared
+                                    latents.device, warp)
+        ctx, plucker_emb, y, warp_emb = prepared
+        if warp_emb is not None:
+            x = x + warp_emb
         if caption_mask is None:
             n_cap = y[0][0].shape[2] if isinstance(y, list) else y.shape[1]
             caption_mask = torch.ones(b, n_cap, dtype=torch.bool, device=latents.device)

@@ -61,6 +61,7 @@ from ..checkpoint import load_into, read_state_dict, save_checkpoint
 from ..config import WorldModelConfig, get_config
 from ..schedule import add_noise, sample_train_sigmas, velocity_target
 from ..transformer import SanaWMTransformer, build_model
+from ..warp import sequence_warp
 from .common import (
     CSVLog,
     Dist,
@@ -217,6 +218,12 @@ def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (per * m).sum() / m.sum().clamp_min(1.0)
 
 
+def _warp(model: SanaWMTransformer, clean: torch.Tensor, b: LatentBatch, layout: list[int]) -> torch.Tensor | None:
+    """The reprojection conditioning from clean latents (model/warp.py), as streaming builds it from its own clean
+    chunks; even where a history chunk is itself noised (diffusion forcing), its successor warps the clean one."""
+    return sequence_warp(clean, b.cond, layout) if model.cfg.warp_condition else None
+
+
 def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws) -> torch.Tensor:
     """Diffusion-forcing flow matching: a sigma per chunk; teacher-forced rows keep their history clean."""
     x0 = b.latents
@@ -232,7 +239,7 @@ def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws) 
     noise = torch.randn(x0.shape, generator=rng.dev, device=x0.device)
     x = add_noise(x0, noise, t / 1000)
     with autocast(x0.device, args.amp):
-        v = model(x, t, b.cond, b.plucker, chunks=layout)
+        v = model(x, t, b.cond, b.plucker, chunks=layout, warp=_warp(model, x0, b, layout))
     return _masked_mean((v.float() - velocity_target(x0, noise)).square(), t > 0)
 
 
@@ -262,6 +269,7 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
     noise = torch.randn(x0.shape, generator=rng.dev, device=dev)
     ctx = x0 if history is None else torch.cat([history[:, :, :t_all - layout[-1]], x0[:, :, -layout[-1]:]], 2)
     x = torch.where(target[:, None, :, None, None], noise, ctx)                 # targets start from pure noise
+    warp = _warp(model, ctx, b, layout)                                          # from the clean history
 
     def level_t(level):                                                          # (B, T) timesteps, 0 for history
         return torch.where(level >= 0, t_of[level.clamp_min(0)], 0.0).to(dev)
@@ -269,7 +277,7 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
     with torch.no_grad(), autocast(dev, args.amp):                               # the sampler, as at inference
         for j in range(int(lvl.max())):
             cur = torch.minimum(lvl, torch.tensor(j))
-            v = model(x, level_t(cur), b.cond, b.plucker, chunks=layout).float()
+            v = model(x, level_t(cur), b.cond, b.plucker, chunks=layout, warp=warp).float()
             move = ((lvl > j).to(dev))[:, None, :, None, None]
             s, nxt = sig[j], sig[j + 1]
             if args.sampler == "euler" or nxt == 0.0:
@@ -280,7 +288,7 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
             x = torch.where(move, stepped, x)
     t = level_t(lvl)
     with autocast(dev, args.amp):
-        v = model(x, t, b.cond, b.plucker, chunks=layout)
+        v = model(x, t, b.cond, b.plucker, chunks=layout, warp=warp)
     x0_hat = x - (t / 1000)[:, None, :, None, None] * v.float()                 # one Euler step to sigma = 0
     loss = _masked_mean((x0_hat - x0).square(), target)
     return loss
@@ -385,13 +393,20 @@ def check_cache(cache: LatentCache, cfg: WorldModelConfig, longest: int, name: s
 
 
 def load_init(model: SanaWMTransformer, path: str) -> None:
-    """Weights from one of our safetensors or a last.pt (its EMA if present)."""
+    """Weights from one of our safetensors or a last.pt (its EMA if present). A model that adds the warp
+    conditioning to weights trained without it starts with that branch silent (zero-initialised, as built)."""
     if str(path).endswith(".pt"):
         state = load_state(path)
         sd = state.get("ema") or state["model"]
     else:
         sd, _ = read_state_dict(path)
-    load_into(model, sd, optional=(), source=str(path))
+    new = ("warp_embedder.proj.weight", "warp_embedder.proj.bias")
+    absent = not any(k in sd for k in new)
+    load_into(model, sd, optional=new if absent else (), source=str(path))
+    if absent and model.cfg.warp_condition:
+        with torch.no_grad():
+            for p in model.warp_embedder.parameters():
+                p.zero_()
 
 
 def train(args: Args, on_step=None) -> Path:

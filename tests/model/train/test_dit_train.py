@@ -181,3 +181,27 @@ def test_pack_halves_the_release_and_it_still_loads(data, tmp_path):
     half = load_checkpoint(packed)
     for (k, a), b in zip(full.state_dict().items(), half.state_dict().values()):
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
+
+
+def test_init_from_weights_without_the_warp_branch_starts_it_silent(tmp_path):
+    """Weights trained before `warp_condition` load into a warp-conditioned model with the branch at zero, so the
+    fine-tune starts from exactly the old model; a checkpoint that has the branch must still match it fully."""
+    from model.checkpoint import CheckpointError, save_checkpoint
+    from model.train.dit_train import load_init
+
+    torch.manual_seed(0)
+    old = build_model(get_config("micro", warp_condition=False))
+    path = save_checkpoint(old, tmp_path / "old.safetensors")
+    new = build_model(get_config("micro"))
+    with torch.no_grad():
+        new.warp_embedder.proj.weight.fill_(1.0)
+    load_init(new, str(path))
+    assert torch.all(new.warp_embedder.proj.weight == 0)
+    sd = new.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in old.state_dict().items())
+    full = save_checkpoint(new, tmp_path / "new.safetensors")
+    sd, _ = read_state_dict(full)
+    del sd["warp_embedder.proj.bias"]
+    torch.save({"model": sd}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="warp_embedder.proj.bias"):
+        load_init(new, str(tmp_path / "partial.pt"))

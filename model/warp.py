@@ -1,0 +1,78 @@
+"""Reprojection conditioning: the previous clean latent, warped into the new view by the camera's rotation.
+
+Why: a few-step model of 16 tokens per frame has to shift its image by a fraction of a token when the camera turns,
+and learning that from Plücker rays and UCPE alone proved too slow for the compute we have (the shipped model held
+still under yaw and pitch). A camera rotation about its centre maps one image onto the next by the homography
+H = K R_src^T R_dst K^-1 at every depth, so the new view's rotated content can be handed to the model directly; it
+still has to fill in what enters the frame and what translation moves (parallax, approach). Translation is left to
+the model: without depth it has no exact warp.
+
+- The source of every latent frame of chunk c is the last latent frame of chunk c-1 (clean history, as streaming
+  holds it); chunk 0 (the image latent) has none and gets zeros with a zero validity mask.
+- The model gets [warped latent | validity] (C + 1 channels) through its own zero-initialised patch embedding
+  (`warp_embedder`), added to the latent tokens; `WorldModelConfig.warp_condition` switches it on. The published
+  preset leaves it off, so the published architecture and its keys are unchanged.
+- Poses and intrinsics come from the camera conditions (B, T, 20): the relative c2w of each latent's anchor frame
+  (16) and its latent-grid intrinsics (fx, fy, cx, cy), pixel centres at integer coordinates (camera.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["warp_grid", "warp_latents", "sequence_warp"]
+
+
+def warp_grid(cond_src: torch.Tensor, cond_dst: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each pixel of the destination view looks in the source view, under the rotation between them.
+
+    cond_src, cond_dst: [B, T, 20]. Returns (grid [B*T, h, w, 2] in grid_sample's normalised coordinates with
+    align_corners=True, valid [B*T, 1, h, w]: the ray is in front of the source camera and lands inside it).
+    """
+    h, w = hw
+    b, t = cond_dst.shape[:2]
+    r_src = cond_src[..., :16].reshape(b * t, 4, 4)[:, :3, :3].float()
+    r_dst = cond_dst[..., :16].reshape(b * t, 4, 4)[:, :3, :3].float()
+    fx, fy, cx, cy = cond_dst[..., 16:20].reshape(b * t, 4).float().unbind(-1)
+    ys, xs = torch.meshgrid(torch.arange(h, device=cond_dst.device, dtype=torch.float32),
+                            torch.arange(w, device=cond_dst.device, dtype=torch.float32), indexing="ij")
+    rays = torch.stack([(xs[None] - cx[:, None, None]) / fx[:, None, None],
+                        (ys[None] - cy[:, None, None]) / fy[:, None, None],
+                        torch.ones(b * t, h, w, device=cond_dst.device)], -1)           # (BT, h, w, 3) dst camera
+    rel = r_src.transpose(1, 2) @ r_dst                                                # (BT, 3, 3) dst -> src camera
+    d = torch.einsum("nij,nhwj->nhwi", rel, rays)                                      # (BT, h, w, 3) src camera
+    z = d[..., 2]
+    front = z > 1e-6
+    z = torch.where(front, z, torch.ones_like(z))
+    sx, sy, scx, scy = cond_src[..., 16:20].reshape(b * t, 4).float().unbind(-1)
+    u = sx[:, None, None] * d[..., 0] / z + scx[:, None, None]                         # (BT, h, w) source pixels
+    v = sy[:, None, None] * d[..., 1] / z + scy[:, None, None]
+    inside = front & (u > -0.5) & (u < w - 0.5) & (v > -0.5) & (v < h - 0.5)
+    grid = torch.stack([2.0 * u / max(w - 1, 1) - 1.0, 2.0 * v / max(h - 1, 1) - 1.0], -1)
+    grid = torch.where(front[..., None], grid, torch.full_like(grid, -4.0))            # behind: off the image
+    return grid, inside[:, None].float()
+
+
+def warp_latents(src: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor) -> torch.Tensor:
+    """src [B, C, T, h, w] seen from cond_src [B, T, 20], warped into cond_dst's views -> [B, C + 1, T, h, w]
+    (the warped latents, then the validity mask). Outside the source view the latents are 0."""
+    b, c, t, h, w = src.shape
+    grid, valid = warp_grid(cond_src, cond_dst, (h, w))
+    flat = src.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)                         # (BT, C, h, w)
+    out = F.grid_sample(flat.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    out = torch.cat([out * valid, valid], 1)                                           # (BT, C + 1, h, w)
+    return out.reshape(b, t, c + 1, h, w).permute(0, 2, 1, 3, 4).to(src.dtype)
+
+
+def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+    """The conditioning of a chunk-causal sequence: latents [B, C, T, h, w] (their history clean), cond [B, T, 20],
+    chunks the layout (e.g. [1, 1, 1]) -> [B, C + 1, T, h, w]; frames of chunk c warp the last frame of chunk c-1."""
+    b, c, t, h, w = latents.shape
+    ends = torch.tensor(chunks, device=latents.device).cumsum(0)                       # (n,) one past each chunk
+    chunk_of = torch.repeat_interleave(torch.arange(len(chunks), device=latents.device),
+                                       torch.tensor(chunks, device=latents.device))    # (T,)
+    src_idx = (ends[(chunk_of - 1).clamp_min(0)] - 1)                                  # (T,) last frame before
+    out = warp_latents(latents[:, :, src_idx], cond[:, src_idx], cond)
+    has_src = (chunk_of > 0).to(out.dtype)[None, None, :, None, None]
+    return out * has_src

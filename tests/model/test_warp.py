@@ -1,0 +1,132 @@
+"""Reprojection conditioning: the warp's geometry and sign conventions, the chunk-causal source rule, and that the
+model and the streaming generator really use it."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import get_config
+from model.generator import StreamingGenerator
+from model.transformer import build_model
+from model.warp import sequence_warp, warp_grid, warp_latents
+
+H = W = 16
+F = 8.0                       # latent focal length: 90 degrees across 16 pixels
+K = (F, F, (W - 1) / 2, (H - 1) / 2)
+
+
+def _rot(axis: str, a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    m = np.eye(4)
+    if axis == "yaw":    # about y (down): positive turns right (OpenCV, DESIGN.md section 2)
+        m[0, 0], m[0, 2], m[2, 0], m[2, 2] = c, s, -s, c
+    else:                # pitch about x (right-hand rule): positive looks up (forward tips towards -y)
+        m[1, 1], m[1, 2], m[2, 1], m[2, 2] = c, -s, s, c
+    return m
+
+
+def _cond(poses: list[np.ndarray]) -> torch.Tensor:
+    """(1, T, 20) camera conditions: relative c2w then latent intrinsics."""
+    rows = [np.concatenate([p.reshape(16), K]) for p in poses]
+    return torch.tensor(np.stack(rows)[None], dtype=torch.float32)
+
+
+def _ramps() -> torch.Tensor:
+    """(1, 2, 1, H, W): channel 0 = x coordinate, channel 1 = y coordinate of every pixel."""
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    return torch.stack([xs, ys])[None, :, None]
+
+
+def test_identity_warp_is_the_source():
+    src = torch.randn(2, 3, 1, H, W)
+    cond = _cond([np.eye(4)]).expand(2, 1, 20)
+    out = warp_latents(src, cond, cond)
+    assert out.shape == (2, 4, 1, H, W)
+    torch.testing.assert_close(out[:, :3], src, atol=1e-5, rtol=0)
+    assert torch.all(out[:, 3] == 1)
+
+
+@pytest.mark.parametrize("deg", [5.0, -8.0])
+def test_yaw_moves_content_against_the_turn_by_f_tan(deg):
+    """Turning right (positive yaw) brings what was right of centre to the centre: the new view's centre pixel
+    samples the source at cx + f tan(angle); a vertical coordinate stays put on the horizon row."""
+    a = math.radians(deg)
+    out = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_rot("yaw", a)]))
+    cy, cx = 7, 7
+    # pixel 7 is 0.5 left of the optical centre 7.5; its ray at angle atan(-0.5/f) + a lands at f tan(...) + 7.5
+    want_x = F * math.tan(math.atan(-0.5 / F) + a) + 7.5
+    assert out[0, 0, 0, cy, cx].item() == pytest.approx(want_x, abs=0.05)
+    assert (out[0, 0, 0, cy, cx].item() - cx) * deg > 0
+    # pitch-free: rows keep their height at the centre column (up to the projective stretch, < 0.1 px here)
+    assert out[0, 1, 0, cy, cx].item() == pytest.approx(cy, abs=0.1)
+
+
+def test_pitch_up_moves_content_down():
+    """Looking up (positive pitch) shows what was above: the centre samples a smaller y (rows above)."""
+    out = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_rot("pitch", math.radians(6.0))]))
+    assert out[0, 1, 0, 7, 7].item() < 7 - 0.5
+
+
+def test_what_enters_the_view_is_invalid_and_zero():
+    out = warp_latents(_ramps() + 1.0, _cond([np.eye(4)]), _cond([_rot("yaw", math.radians(20.0))]))
+    valid = out[0, 2, 0]
+    assert valid[:, -1].sum() == 0 and valid[:, 0].sum() == H            # the right edge is new, the left was seen
+    assert torch.all(out[0, :2, 0][:, valid == 0] == 0)
+
+
+def test_behind_the_source_camera_is_invalid():
+    grid, valid = warp_grid(_cond([np.eye(4)]), _cond([_rot("yaw", math.pi)]), (H, W))
+    assert valid.sum() == 0 and torch.isfinite(grid).all()
+
+
+def test_sequence_warp_uses_the_last_frame_of_the_previous_chunk():
+    """Layout [1, 2, 2]: frames 1-2 warp frame 0, frames 3-4 warp frame 2; chunk 0 gets zeros and mask 0."""
+    lat = torch.randn(1, 3, 5, H, W)
+    cond = _cond([np.eye(4)] * 5)
+    out = sequence_warp(lat, cond, [1, 2, 2])
+    assert torch.all(out[:, :, 0] == 0)
+    for frame, src in ((1, 0), (2, 0), (3, 2), (4, 2)):
+        torch.testing.assert_close(out[:, :3, frame], lat[:, :, src], atol=1e-5, rtol=0)
+        assert torch.all(out[:, 3, frame] == 1)
+
+
+def test_model_output_depends_on_the_warp_and_old_weights_start_silent():
+    cfg = get_config("micro")
+    assert cfg.warp_condition and not get_config("sana-wm-1600m-720p").warp_condition
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert torch.all(model.warp_embedder.proj.weight == 0)                 # built silent
+    with torch.no_grad():  # everything else random (the output layer is zero-initialised too)
+        for name, p in model.named_parameters():
+            if not name.startswith("warp_embedder"):
+                p.normal_(0.0, 0.2)
+    lh, lw = cfg.latent_hw
+    x = torch.randn(1, cfg.in_channels, 2, lh, lw)
+    ts = torch.tensor([[0.0, 1000.0]])
+    warp = torch.randn(1, cfg.in_channels + 1, 2, lh, lw)
+    with torch.no_grad():
+        a = model(x, ts, warp=warp)
+        b = model(x, ts, warp=torch.zeros_like(warp))
+        assert torch.equal(a, b)
+        model.warp_embedder.proj.weight.normal_()
+        assert not torch.allclose(model(x, ts, warp=warp), model(x, ts, warp=torch.zeros_like(warp)))
+    with pytest.raises(ValueError, match="warp must be"):
+        model.prepare(2, None, None, None, [1, 1], 0, None, 1, "cpu", warp=torch.zeros(1, 2, 2, lh, lw))
+
+
+def test_streaming_state_carries_the_warp_source():
+    """The state's last latent is the chunk just generated, and a different source changes the next chunk."""
+    gen = StreamingGenerator.from_pretrained("micro", batch_size=1)
+    first = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
+    state = gen.reset(first, seed=3)
+    c2w = torch.tensor(np.eye(4)).expand(1, gen.frames_per_step, 4, 4).clone()
+    _, lat = gen.step(state, c2w, return_latents=True)
+    torch.testing.assert_close(state.latent, lat[:, :, -1:])
+    other = state.clone()
+    other.latent.add_(1.0)
+    _, a = gen.step(state.clone(), c2w, return_latents=True)
+    _, b = gen.step(other, c2w, return_latents=True)
+    assert (a - b).abs().max() > 1e-3
