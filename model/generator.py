@@ -5,9 +5,10 @@
     frames = gen.step(state, c2w)                    # c2w (B, K, 4, 4) poses of the chunk's K raw frames
     branch = state.clone(); state.reset_(mask, first_frames=...); state.select(idx)
 
-One step (DESIGN.md §2-3): the chunk's poses become camera conditioning relative to the first frame;
-noise comes from the state's counter RNG; the few denoising passes read the caches only; one clean pass at
-t = 0 writes them (GDN states, conv tails, K/V slots); the causal VAE decodes the chunk from its own cache.
+One step (DESIGN.md §2-3): the chunk's poses become camera conditioning relative to the first frame (and, for
+`warp_condition` models, the state's last clean latent reprojected into the new views, model/warp.py); noise
+comes from the state's counter RNG; the few denoising passes read the caches only; one clean pass at t = 0 writes
+them (GDN states, conv tails, K/V slots); the causal VAE decodes the chunk from its own cache.
 Everything in a step has static shapes and no host synchronisation, so on CUDA (`graph=True`) the whole
 step is captured once as a CUDA graph and replayed (on CPU, `trace=True` replays a torch.jit trace of the same
 body). The state being stepped owns the captured buffers, so stepping it again copies nothing; stepping another
