@@ -51,8 +51,11 @@ class WorldModelConfig:
     # 4. Ours, off in the published preset: the previous clean latent reprojected by the camera rotation as an
     #    extra input (model/warp.py), so small models can turn their view.
     warp_condition: bool = False
+    warp_sink: bool = False           # ...and the image latent (the sink) reprojected into every new view
 
     def __post_init__(self):
+        if self.warp_sink and not self.warp_condition:
+            raise ValueError("warp_sink needs warp_condition")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
         if self.head_dim % 8:
@@ -121,7 +124,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         denoise_timesteps=(1000, 750, 0),
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
@@ -130,14 +133,14 @@ PRESETS: dict[str, WorldModelConfig] = {
         denoise_timesteps=(1000, 750, 0),
         caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
         denoise_timesteps=(1000, 500, 0),
         caption_channels=16, caption_len=4, height=32, width=32, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=2, vae="micro",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True,
+        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
     ),
 }
 

@@ -176,6 +176,7 @@ class StreamingGenerator:
             slot_chunk=torch.full((b, 1 + cfg.window_chunks), -1, dtype=torch.int64, device=dev),
             chunk_index=torch.zeros(b, dtype=torch.int64, device=dev), pose0=eye.clone(), pose=eye,
             latent=torch.zeros(b, cfg.in_channels, 1, lat_h, lat_w, device=dev, dtype=dt),
+            latent0=torch.zeros(b, cfg.in_channels, 1, lat_h, lat_w, device=dev, dtype=dt),
             intrinsics=torch.zeros(b, 4, device=dev), seed=torch.zeros(b, dtype=torch.int64, device=dev),
             caption=y.to(dt).clone(), caption_mask=m.clone(), owner=id(self), generator=self)
 
@@ -308,11 +309,12 @@ class StreamingGenerator:
         x = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]   # (M, 3, 1, H, W)
         z0 = self.vae.encode(x).to(self.dtype)                                   # (M, C, 1, h, w)
         cond, pl = self._first_camera(m, self._k_lat(k))
-        warp = None if not self.cfg.warp_condition else z0.new_zeros(m, z0.shape[1] + 1, *z0.shape[2:])
+        warp = None if not self.cfg.warp_condition else z0.new_zeros(m, self.model.warp_channels, *z0.shape[2:])
         self._forward(sub, z0, torch.zeros(m, 1, device=self.device), self._prepare(sub, 1, cond, pl, warp),
                       write=True)
         self._commit(sub)
         sub.latent.copy_(z0)
+        sub.latent0.copy_(z0)
         self.vae.decode_step(z0.float(), sub.vae, first=True)
         state.assign_rows_(idx, sub)
         return state
@@ -328,13 +330,19 @@ class StreamingGenerator:
 
     def _warp(self, state: WorldState, cond: torch.Tensor) -> torch.Tensor | None:
         """The next chunk's reprojection conditioning (model/warp.py): the state's last clean latent, seen from
-        its anchor pose, warped into each of the chunk's latent views (cond [B, T_c, 20]); None without it."""
+        its anchor pose (and the image latent, seen from the identity), warped into each of the chunk's latent views
+        (cond [B, T_c, 20]); None without it. The same sources as `warp.sequence_warp` over the whole sequence."""
         if not self.cfg.warp_condition:
             return None
         b, tc = cond.shape[:2]
         prev = (se3_inverse(state.pose0) @ state.pose).float().reshape(b, 1, 16)      # the last latent's anchor
         cond_src = torch.cat([prev.expand(b, tc, 16), cond[..., 16:]], -1)           # (B, T_c, 20)
-        return warp_latents(state.latent.expand(-1, -1, tc, -1, -1), cond_src, cond)
+        out = warp_latents(state.latent.expand(-1, -1, tc, -1, -1), cond_src, cond)
+        if self.cfg.warp_sink:
+            eye = torch.eye(4, device=cond.device, dtype=cond.dtype).reshape(1, 1, 16).expand(b, tc, 16)
+            sink = warp_latents(state.latent0.expand(-1, -1, tc, -1, -1), torch.cat([eye, cond[..., 16:]], -1), cond)
+            out = torch.cat([out, sink], 1)
+        return out
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""

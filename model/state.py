@@ -58,6 +58,7 @@ class WorldState:
     pose0: torch.Tensor           # [B, 4, 4] float64 c2w of raw frame 0 (conditioning is relative to it)
     pose: torch.Tensor            # [B, 4, 4] float64 c2w of the last raw frame
     latent: torch.Tensor          # [B, C, 1, h, w] the last clean latent frame (the next chunk's warp source)
+    latent0: torch.Tensor         # [B, C, 1, h, w] the image latent (the sink's warp source)
     intrinsics: torch.Tensor      # [B, 4] float32 (fx, fy, cx, cy) in pixels of the frames
     seed: torch.Tensor            # [B] int64
     caption: torch.Tensor         # [B, L, caption_channels]
@@ -65,7 +66,8 @@ class WorldState:
     owner: int = field(default=0, compare=False)          # id() of the generator that made it
     generator: object = field(default=None, compare=False, repr=False)
 
-    _FLAT = ("slot_chunk", "chunk_index", "pose0", "pose", "latent", "intrinsics", "seed", "caption", "caption_mask")
+    _FLAT = ("slot_chunk", "chunk_index", "pose0", "pose", "latent", "latent0", "intrinsics", "seed", "caption",
+             "caption_mask")
 
     @property
     def batch_size(self) -> int:

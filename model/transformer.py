@@ -109,6 +109,8 @@ class SanaWMTransformer(nn.Module):
         # 4. Ours (not in the published checkpoint): the reprojected previous latent and its validity (warp.py).
         if cfg.warp_condition:
             self.warp_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
+        if cfg.warp_sink:
+            self.sink_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
         self.gradient_checkpointing = False
         self.initialize_weights()
 
@@ -125,7 +127,8 @@ class SanaWMTransformer(nn.Module):
             blk.attn.reset_training_init()
             nn.init.zeros_(blk.plucker_proj.weight)
             nn.init.zeros_(blk.mlp.t_conv.weight)
-        for emb in (self.plucker_embedder, self.raymap_embedder, getattr(self, "warp_embedder", None)):
+        for emb in (self.plucker_embedder, self.raymap_embedder, getattr(self, "warp_embedder", None),
+                    getattr(self, "sink_embedder", None)):
             if emb is None:
                 continue
             nn.init.zeros_(emb.proj.weight)
@@ -243,8 +246,8 @@ class SanaWMTransformer(nn.Module):
         """Everything of a forward that does not depend on the noisy latents or the timestep: the attention context,
         the Plücker embedding, the caption tokens and the warp embedding. Denoising passes of one step share it.
 
-        warp: [B, C_lat + 1, T, h, w] from `warp.warp_latents` / `sequence_warp`; required when the config has
-        `warp_condition` (forward derives it from its own latents when it is not given)."""
+        warp: [B, warp_channels, T, h, w] from `warp.sequence_warp` (or the generator's `_warp`); required when the
+        config has `warp_condition` (forward derives it from its own latents when it is not given)."""
         dtype = self.x_embedder.proj.weight.dtype
         ctx = self.context(frames, camera_conditions, chunks, frame_offset, device, stream=stream, batch=batch)
         plucker_emb = self.plucker_embedder(plucker.to(dtype)) if plucker is not None else None
@@ -255,12 +258,21 @@ class SanaWMTransformer(nn.Module):
             y = [blk.cross_attn.keys_values(y) for blk in self.blocks]
         warp_emb = None
         if self.cfg.warp_condition:
-            want = (batch, self.cfg.in_channels + 1, frames, *self.cfg.latent_hw)
+            cw = self.cfg.in_channels + 1
+            want = (batch, self.warp_channels, frames, *self.cfg.latent_hw)
             if warp is None or tuple(warp.shape) != want:
                 raise ValueError(f"this model is warp-conditioned: warp must be {list(want)}, got "
                                  f"{None if warp is None else list(warp.shape)}")
-            warp_emb = self.warp_embedder(warp.to(dtype))                  # (B, N, C)
+            warp = warp.to(dtype)
+            warp_emb = self.warp_embedder(warp[:, :cw])                    # (B, N, C)
+            if self.cfg.warp_sink:
+                warp_emb = warp_emb + self.sink_embedder(warp[:, cw:])
         return ctx, plucker_emb, y, warp_emb
+
+    @property
+    def warp_channels(self) -> int:
+        """Channels of the warp input: [latent | validity] per source (previous frame, and the sink)."""
+        return (self.cfg.in_channels + 1) * (int(self.cfg.warp_condition) + int(self.cfg.warp_sink))
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]."""
@@ -287,7 +299,7 @@ class SanaWMTransformer(nn.Module):
         cache / write / stream: stream one chunk (chunks=[T]) against per-block caches; `stream` is
         (chunk_index [B], slot_chunk [B, 1+W]) from the WorldState; `write` on the clean pass;
         prepared: `prepare(...)`'s (context, Plücker embedding, caption tokens, warp embedding), reused by passes;
-        warp: [B, C_lat + 1, T, h, w] reprojection conditioning (warp_condition models). Without it a full forward
+        warp: [B, warp_channels, T, h, w] reprojection conditioning (warp_condition models). Without it a full forward
         derives it from `latents` (`sequence_warp`: their history must be clean; zeros without camera_conditions);
         streaming must pass it.
         Returns [B, C_lat, T, h, w].
@@ -306,8 +318,9 @@ class SanaWMTransformer(nn.Module):
                              f"cache per block ({len(self.blocks)})")
         if prepared is None:
             if cfg.warp_condition and warp is None and stream is None:  # no camera: nothing to reproject
-                warp = (sequence_warp(latents, camera_conditions, chunks or [frames]) if camera_conditions is not None
-                        else latents.new_zeros(b, cfg.in_channels + 1, frames, lat_h, lat_w))
+                warp = (sequence_warp(latents, camera_conditions, chunks or [frames], cfg.warp_sink)
+                        if camera_conditions is not None else latents.new_zeros(b, self.warp_channels, frames, lat_h,
+                                                                                lat_w))
             prepared = self.prepare(frames, camera_conditions, plucker, caption, chunks, frame_offset, stream, b,
                                     latents.device, warp)
         ctx, plucker_emb, y, warp_emb = prepared

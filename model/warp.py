@@ -9,9 +9,14 @@ the model: without depth it has no exact warp.
 
 - The source of every latent frame of chunk c is the last latent frame of chunk c-1 (clean history, as streaming
   holds it); chunk 0 (the image latent) has none and gets zeros with a zero validity mask.
-- The model gets [warped latent | validity] (C + 1 channels) through its own zero-initialised patch embedding
-  (`warp_embedder`), added to the latent tokens; `WorldModelConfig.warp_condition` switches it on. The published
-  preset leaves it off, so the published architecture and its keys are unchanged.
+- With `warp_sink`, a second source: the image latent (chunk 0, the sink), reprojected by the whole rotation since
+  the first frame. Why: a step turns the view by less than a latent pixel (0.4-0.7 at 64x64), and a model that
+  keeps its output on the latent grid loses that sub-pixel motion step after step when it only sees the previous
+  frame (measured: shifts of 0 or a whole latent pixel, then none). The sink's warp carries the exact accumulated
+  rotation, so motion cannot be rounded away while the start view is in sight.
+- The model gets [warped latent | validity] (C + 1 channels) per source through its own zero-initialised patch
+  embeddings (`warp_embedder`, `sink_embedder`), added to the latent tokens; `WorldModelConfig.warp_condition` /
+  `warp_sink` switch them on. The published preset leaves them off, so its architecture and keys are unchanged.
 - Poses and intrinsics come from the camera conditions (B, T, 20): the relative c2w of each latent's anchor frame
   (16) and its latent-grid intrinsics (fx, fy, cx, cy), pixel centres at integer coordinates (camera.py).
 """
@@ -65,14 +70,18 @@ def warp_latents(src: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tens
     return out.reshape(b, t, c + 1, h, w).permute(0, 2, 1, 3, 4).to(src.dtype)
 
 
-def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int], sink: bool = False) -> torch.Tensor:
     """The conditioning of a chunk-causal sequence: latents [B, C, T, h, w] (their history clean), cond [B, T, 20],
-    chunks the layout (e.g. [1, 1, 1]) -> [B, C + 1, T, h, w]; frames of chunk c warp the last frame of chunk c-1."""
+    chunks the layout (e.g. [1, 1, 1]) -> [B, (C + 1) * (1 + sink), T, h, w]; frames of chunk c warp the last frame
+    of chunk c-1 (and, with sink, frame 0); chunk 0 gets zeros."""
     b, c, t, h, w = latents.shape
     ends = torch.tensor(chunks, device=latents.device).cumsum(0)                       # (n,) one past each chunk
     chunk_of = torch.repeat_interleave(torch.arange(len(chunks), device=latents.device),
                                        torch.tensor(chunks, device=latents.device))    # (T,)
     src_idx = (ends[(chunk_of - 1).clamp_min(0)] - 1)                                  # (T,) last frame before
     out = warp_latents(latents[:, :, src_idx], cond[:, src_idx], cond)
+    if sink:
+        out = torch.cat([out, warp_latents(latents[:, :, :1].expand(-1, -1, t, -1, -1), cond[:, :1].expand(-1, t, -1),
+                                           cond)], 1)
     has_src = (chunk_of > 0).to(out.dtype)[None, None, :, None, None]
     return out * has_src

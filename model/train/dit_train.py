@@ -221,7 +221,7 @@ def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _warp(model: SanaWMTransformer, clean: torch.Tensor, b: LatentBatch, layout: list[int]) -> torch.Tensor | None:
     """The reprojection conditioning from clean latents (model/warp.py), as streaming builds it from its own clean
     chunks; even where a history chunk is itself noised (diffusion forcing), its successor warps the clean one."""
-    return sequence_warp(clean, b.cond, layout) if model.cfg.warp_condition else None
+    return sequence_warp(clean, b.cond, layout, model.cfg.warp_sink) if model.cfg.warp_condition else None
 
 
 def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws) -> torch.Tensor:
@@ -393,19 +393,20 @@ def check_cache(cache: LatentCache, cfg: WorldModelConfig, longest: int, name: s
 
 
 def load_init(model: SanaWMTransformer, path: str) -> None:
-    """Weights from one of our safetensors or a last.pt (its EMA if present). A model that adds the warp
-    conditioning to weights trained without it starts with that branch silent (zero-initialised, as built)."""
+    """Weights from one of our safetensors or a last.pt (its EMA if present). A model that adds a warp branch
+    (previous frame or sink) to weights trained without it starts with that branch silent (zeros)."""
     if str(path).endswith(".pt"):
         state = load_state(path)
         sd = state.get("ema") or state["model"]
     else:
         sd, _ = read_state_dict(path)
-    new = ("warp_embedder.proj.weight", "warp_embedder.proj.bias")
-    absent = not any(k in sd for k in new)
-    load_into(model, sd, optional=new if absent else (), source=str(path))
-    if absent and model.cfg.warp_condition:
-        with torch.no_grad():
-            for p in model.warp_embedder.parameters():
+    absent = [m for m in ("warp_embedder", "sink_embedder")
+              if hasattr(model, m) and not any(k.startswith(m + ".") for k in sd)]
+    load_into(model, sd, optional=tuple(f"{m}.proj.{p}" for m in absent for p in ("weight", "bias")),
+              source=str(path))
+    with torch.no_grad():
+        for m in absent:
+            for p in getattr(model, m).parameters():
                 p.zero_()
 
 

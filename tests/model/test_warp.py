@@ -82,51 +82,70 @@ def test_behind_the_source_camera_is_invalid():
     assert valid.sum() == 0 and torch.isfinite(grid).all()
 
 
-def test_sequence_warp_uses_the_last_frame_of_the_previous_chunk():
-    """Layout [1, 2, 2]: frames 1-2 warp frame 0, frames 3-4 warp frame 2; chunk 0 gets zeros and mask 0."""
+def test_sequence_warp_uses_the_last_frame_of_the_previous_chunk_and_the_sink():
+    """Layout [1, 2, 2]: frames 1-2 warp frame 0, frames 3-4 warp frame 2; with the sink, every frame also warps
+    frame 0 by the whole rotation since it; chunk 0 gets zeros and mask 0."""
     lat = torch.randn(1, 3, 5, H, W)
     cond = _cond([np.eye(4)] * 5)
     out = sequence_warp(lat, cond, [1, 2, 2])
-    assert torch.all(out[:, :, 0] == 0)
+    assert out.shape == (1, 4, 5, H, W) and torch.all(out[:, :, 0] == 0)
     for frame, src in ((1, 0), (2, 0), (3, 2), (4, 2)):
         torch.testing.assert_close(out[:, :3, frame], lat[:, :, src], atol=1e-5, rtol=0)
         assert torch.all(out[:, 3, frame] == 1)
+    turns = [_rot("yaw", math.radians(4.0 * i)) for i in range(5)]
+    both = sequence_warp(_ramps().expand(1, 2, 5, H, W), _cond(turns), [1, 2, 2], sink=True)
+    assert both.shape == (1, 6, 5, H, W) and torch.all(both[:, :, 0] == 0)
+    centre = [both[0, 3, f, 7, 7].item() for f in range(1, 5)]     # sink x seen at the centre: 4, 8, 12, 16 degrees
+    want = [F * math.tan(math.atan(-0.5 / F) + math.radians(4.0 * f)) + 7.5 for f in range(1, 5)]
+    assert centre == pytest.approx(want, abs=0.05)
+    torch.testing.assert_close(both[:, :3, 3], warp_latents(_ramps(), _cond(turns[2:3]), _cond(turns[3:4]))[:, :, 0])
 
 
 def test_model_output_depends_on_the_warp_and_old_weights_start_silent():
     cfg = get_config("micro")
-    assert cfg.warp_condition and not get_config("sana-wm-1600m-720p").warp_condition
+    assert cfg.warp_condition and cfg.warp_sink and not get_config("sana-wm-1600m-720p").warp_condition
+    with pytest.raises(ValueError, match="warp_sink needs warp_condition"):
+        get_config("micro", warp_condition=False)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    assert torch.all(model.warp_embedder.proj.weight == 0)                 # built silent
+    assert torch.all(model.warp_embedder.proj.weight == 0) and torch.all(model.sink_embedder.proj.weight == 0)
     with torch.no_grad():  # everything else random (the output layer is zero-initialised too)
         for name, p in model.named_parameters():
-            if not name.startswith("warp_embedder"):
+            if not name.startswith(("warp_embedder", "sink_embedder")):
                 p.normal_(0.0, 0.2)
     lh, lw = cfg.latent_hw
     x = torch.randn(1, cfg.in_channels, 2, lh, lw)
     ts = torch.tensor([[0.0, 1000.0]])
-    warp = torch.randn(1, cfg.in_channels + 1, 2, lh, lw)
+    warp = torch.randn(1, model.warp_channels, 2, lh, lw)
+    assert model.warp_channels == 2 * (cfg.in_channels + 1)
     with torch.no_grad():
         a = model(x, ts, warp=warp)
         b = model(x, ts, warp=torch.zeros_like(warp))
         assert torch.equal(a, b)
+        model.sink_embedder.proj.weight.normal_()                          # the sink half alone changes it
+        sink_only = warp.clone()
+        sink_only[:, :cfg.in_channels + 1] = 0
+        assert not torch.allclose(model(x, ts, warp=sink_only), model(x, ts, warp=torch.zeros_like(warp)))
         model.warp_embedder.proj.weight.normal_()
-        assert not torch.allclose(model(x, ts, warp=warp), model(x, ts, warp=torch.zeros_like(warp)))
+        assert not torch.allclose(model(x, ts, warp=warp), model(x, ts, warp=sink_only))
     with pytest.raises(ValueError, match="warp must be"):
         model.prepare(2, None, None, None, [1, 1], 0, None, 1, "cpu", warp=torch.zeros(1, 2, 2, lh, lw))
 
 
 def test_streaming_state_carries_the_warp_source():
-    """The state's last latent is the chunk just generated, and a different source changes the next chunk."""
+    """The state's last latent is the chunk just generated, the sink source stays the image latent, and a
+    different source changes the next chunk."""
     gen = StreamingGenerator.from_pretrained("micro", batch_size=1)
     first = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
     state = gen.reset(first, seed=3)
     c2w = torch.tensor(np.eye(4)).expand(1, gen.frames_per_step, 4, 4).clone()
     _, lat = gen.step(state, c2w, return_latents=True)
     torch.testing.assert_close(state.latent, lat[:, :, -1:])
-    other = state.clone()
-    other.latent.add_(1.0)
+    z0 = gen.vae.encode(first.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None])
+    torch.testing.assert_close(state.latent0, z0)
     _, a = gen.step(state.clone(), c2w, return_latents=True)
-    _, b = gen.step(other, c2w, return_latents=True)
-    assert (a - b).abs().max() > 1e-3
+    for name in ("latent", "latent0"):
+        other = state.clone()
+        getattr(other, name).add_(1.0)
+        _, b = gen.step(other, c2w, return_latents=True)
+        assert (a - b).abs().max() > 1e-3, name

@@ -190,15 +190,21 @@ def test_init_from_weights_without_the_warp_branch_starts_it_silent(tmp_path):
     from model.train.dit_train import load_init
 
     torch.manual_seed(0)
-    old = build_model(get_config("micro", warp_condition=False))
-    path = save_checkpoint(old, tmp_path / "old.safetensors")
-    new = build_model(get_config("micro"))
-    with torch.no_grad():
-        new.warp_embedder.proj.weight.fill_(1.0)
-    load_init(new, str(path))
-    assert torch.all(new.warp_embedder.proj.weight == 0)
-    sd = new.state_dict()
-    assert all(torch.equal(sd[k], v) for k, v in old.state_dict().items())
+    for old_cfg in (dict(warp_condition=False, warp_sink=False), dict(warp_sink=False)):
+        old = build_model(get_config("micro", **old_cfg))
+        with torch.no_grad():
+            for p in old.parameters():
+                p.normal_()
+        path = save_checkpoint(old, tmp_path / "old.safetensors")
+        new = build_model(get_config("micro"))
+        with torch.no_grad():
+            new.warp_embedder.proj.weight.fill_(1.0)
+            new.sink_embedder.proj.weight.fill_(1.0)
+        load_init(new, str(path))
+        assert torch.all(new.sink_embedder.proj.weight == 0)
+        assert torch.all(new.warp_embedder.proj.weight == 0) == (not old.cfg.warp_condition)
+        sd = new.state_dict()
+        assert all(torch.equal(sd[k], v) for k, v in old.state_dict().items())
     full = save_checkpoint(new, tmp_path / "new.safetensors")
     sd, _ = read_state_dict(full)
     del sd["warp_embedder.proj.bias"]
