@@ -9,6 +9,10 @@
    the trainer's full chunk-causal forward (`model.train.evaluate.rollout`: no caches, no window). Per step, the
    horizontal image shift between consecutive last frames (phase correlation), next to the oracle's. If (a) and (b)
    agree, the caches are not the cause of whatever the shifts show.
+3. The latent grid: for the same turns, the image shift from the start frame to each step's view (phase correlation,
+   cumulative), (a) in the oracle, (b) decoded from the VAE's own latent of the turned view, (c) decoded from the start
+   latent warped by the rotation (model/warp.py: bilinear in the latent grid). If (b) follows (a) and (c) moves in
+   whole latent pixels, sub-pixel motion is in what the VAE encodes, and the warp conditioning can only hint at it.
 
 Prints a table and writes benchmarks/results/camera_probe.json. Random draws are seeded; the run is deterministic.
 """
@@ -33,6 +37,7 @@ from model.train.dit_train import Args as DitArgs  # noqa: E402
 from model.train.dit_train import Draws, loss_flow, loss_x0  # noqa: E402
 from model.train.evaluate import LatentBatch, rollout  # noqa: E402
 from model.train.latents import camera_conditioning, relative_poses  # noqa: E402
+from model.warp import warp_latents  # noqa: E402
 
 
 def conditioning(gen: StreamingGenerator, c2w: np.ndarray, num_latents: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +102,31 @@ def free_generation(gen: StreamingGenerator, turns: int, steps: int, deg: float,
              "full_forward": shifts(full_last[e])} for e, label in enumerate(eps.labels)]
 
 
+@torch.no_grad()
+def latent_grid(gen: StreamingGenerator, turns: int, steps: int, deg: float, seed: int) -> list[dict]:
+    """Section 3: cumulative shifts from the start frame: oracle, VAE round trip of each view, warped start latent."""
+    k = gen.frames_per_step
+    eps = fid.rotation_episodes("yaw", turns, seed, 1 + steps * k, deg)
+    views = eps.c2w[:, ::k]                                                          # (B, 1 + steps, 4, 4)
+    frames = fid.Oracle(eps, gen.frame_hw).render(views)                              # (B, 1 + steps, H, W, 3)
+    b, n = frames.shape[:2]
+    z = encode(gen, frames.reshape(b * n, 1, *frames.shape[2:]))                      # (B*n, C, 1, h, w) each alone
+    k_px = fid.intrinsics_from_fov(gen.frame_hw[1], gen.frame_hw[0], fid.FOV).expand(b, 4).float()
+    rel = torch.stack([relative_poses(torch.from_numpy(c)) for c in views]).float().reshape(b, n, 16)
+    cond = torch.cat([rel, gen._k_lat(k_px)[:, None].expand(b, n, 4)], -1)            # (B, n, 20) at the views
+    z0 = z.view(b, n, *z.shape[1:])[:, 0]                                             # (B, C, 1, h, w)
+    warped = warp_latents(z0.expand(-1, -1, n, -1, -1), cond[:, :1].expand(-1, n, -1), cond)[:, :-1]
+    round_trip = to_uint8(gen.vae.decode(z.float()))[:, 0].view(b, n, *frames.shape[2:])
+    warp_dec = to_uint8(gen.vae.decode(warped.permute(0, 2, 1, 3, 4).reshape(b * n, -1, 1, *z.shape[3:])))
+    warp_dec = warp_dec[:, 0].view(b, n, *frames.shape[2:])
+
+    def shifts(seq) -> list[int]:
+        return [fid.phase_shift(seq[0], seq[s])[1] for s in range(1, n)]
+
+    return [{**label, "oracle": shifts(frames[e]), "vae_round_trip": shifts(round_trip[e]),
+             "warped_latent": shifts(warp_dec[e])} for e, label in enumerate(eps.labels)]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="tiny", help="'tiny' (shipped), 'micro' (random, tests) or a DiT path")
@@ -112,7 +142,8 @@ def main(argv=None) -> dict:
     res = {"benchmark": "camera_probe", "checkpoint": a.checkpoint, "args": vars(a), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "machine": platform.machine(),
            "teacher_forced": teacher_forced(gen, a.walks, a.latents, a.seed),
-           "free_generation": free_generation(gen, a.turns, a.steps, a.yaw_deg, a.seed)}
+           "free_generation": free_generation(gen, a.turns, a.steps, a.yaw_deg, a.seed),
+           "latent_grid": latent_grid(gen, a.turns, a.steps, a.yaw_deg, a.seed)}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "camera_probe.json").write_text(json.dumps(res, indent=1))
@@ -126,6 +157,11 @@ def main(argv=None) -> dict:
     for r in res["free_generation"]:
         print(f"{r['family']:<8} seed {r['scene_seed']} sign {r['sign']:+d}: oracle {r['oracle']}  "
               f"streaming {r['streaming']}  full forward {r['full_forward']}")
+    print(f"\n3. the latent grid: cumulative horizontal shift (px) from the start frame, one latent pixel = "
+          f"{gen.cfg.vae_spatial} px")
+    for r in res["latent_grid"]:
+        print(f"{r['family']:<8} seed {r['scene_seed']} sign {r['sign']:+d}: oracle {r['oracle']}  "
+              f"VAE round trip {r['vae_round_trip']}  warped start latent {r['warped_latent']}")
     return res
 
 

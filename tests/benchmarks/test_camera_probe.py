@@ -21,4 +21,10 @@ def test_camera_probe_on_micro(tmp_path, capsys):
     for t in turns:
         assert len(t["oracle"]) == len(t["streaming"]) == len(t["full_forward"]) == 2
         assert all(s * t["sign"] < 0 for s in t["oracle"])      # a right turn moves the oracle's image left
-    assert "teacher forcing" in capsys.readouterr().out
+    grid = saved["latent_grid"]
+    assert [t["sign"] for t in grid] == [1, -1]
+    for t in grid:
+        assert len(t["oracle"]) == len(t["vae_round_trip"]) == len(t["warped_latent"]) == 3
+        assert all(s * t["sign"] < 0 for s in t["oracle"])
+    out = capsys.readouterr().out
+    assert "teacher forcing" in out and "the latent grid" in out
