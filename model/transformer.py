@@ -7,8 +7,8 @@ every preset, with the published module and state_dict names (872 keys for `sana
   caption buffer is the default); GLUMBConvTemp FFN with a temporal conv.
 - Time layouts: bidirectional (`chunks=None`, the released bidirectional model) or chunk-causal
   (`chunks=[...]`, training and streaming).
-- Ours, off in the published preset (`warp_condition`): the previous clean latent reprojected by the camera
-  rotation, embedded and added to the latent tokens (model/warp.py explains why).
+- Ours, off in the published preset (`warp_condition`, `warp_sink`): the previous clean latent and the image latent
+  reprojected by the camera rotation, embedded and added to the latent tokens (model/warp.py explains why).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class SanaWMTransformer(nn.Module):
         self.blocks = nn.ModuleList([SanaWMBlock(cfg, i) for i in range(cfg.depth)])
         # 3. Output.
         self.final_layer = FinalLayer(c, p, cfg.in_channels)
-        # 4. Ours (not in the published checkpoint): the reprojected previous latent and its validity (warp.py).
+        # 4. Ours (not in the published checkpoint): the reprojected previous / image latent and validity (warp.py).
         if cfg.warp_condition:
             self.warp_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
         if cfg.warp_sink:
