@@ -479,6 +479,11 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
     bar = tqdm(total=args.steps, initial=step, desc=f"dit {args.objective}",
                disable=not (args.progress and dist.main), dynamic_ncols=True)
     budget = {"start": step, "t0": None} if args.minutes > 0 else None
+    planned = out / "budget.json"
+    if budget is not None and args.resume and planned.exists():  # keep the interrupted run's plan (and its LR curve)
+        plan = json.loads(planned.read_text())
+        args.steps, schedule, budget = int(plan["steps"]), [tuple(s) for s in plan["schedule"]], None
+        bar.total = args.steps
     with StopFlag() as stop:
         while step < args.steps:
             if budget is not None:

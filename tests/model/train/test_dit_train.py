@@ -159,6 +159,23 @@ def test_minutes_budget_shrinks_the_run_and_its_schedule(data, tmp_path):
     assert int(read_csv(out / "train.csv")[-1]["step"]) == plan["steps"]
 
 
+def test_a_resumed_budget_run_keeps_its_plan(data, tmp_path):
+    """Interrupted after its plan was made, a --minutes run resumes on that plan (same step count and LR curve)
+    instead of re-planning from the original --steps."""
+    out = tmp_path / "budget"
+
+    def stop_at_14(step):
+        if step == 14:
+            signal.raise_signal(signal.SIGTERM)
+
+    kw = dict(steps=100000, seq_schedule="2:50000,3:100000", minutes=0.02, calib_steps=3)
+    train(_args(data, out, **kw), on_step=stop_at_14)
+    plan = (out / "budget.json").read_text()
+    train(_args(data, out, resume=True, **kw))
+    assert (out / "budget.json").read_text() == plan
+    assert load_state(out / "last.pt")["step"] == json.loads(plan)["steps"]
+
+
 def test_caches_concatenate(data):
     one = LatentCache.load(data[0])
     both = LatentCache.load(f"{data[0]},{data[0]}")
