@@ -510,10 +510,11 @@ class RecomputeGenerator:
         conds = torch.cat(self.conds + [cond], dim=1)
         pls = torch.cat(self.pluckers + [pl], dim=2)
         layout = [1] + [tc] * (chunk - 1) + [tc]
+        warp = g.model.warp_of(torch.cat([hist, x], dim=2), conds, layout)           # shared by the passes
         for i, (sig, nxt) in enumerate(zip(g.sigmas[:-1], g.sigmas[1:])):
             t = torch.cat([torch.zeros(b, hist.shape[2], device=g.device),
                            torch.full((b, tc), 1000.0 * sig, device=g.device)], dim=1)
-            v = g.model(torch.cat([hist, x], dim=2), t, conds, pls, chunks=layout)[:, :, -tc:]
+            v = g.model(torch.cat([hist, x], dim=2), t, conds, pls, chunks=layout, warp=warp)[:, :, -tc:]
             if g.sampler == "euler" or nxt == 0.0:
                 x = x + (nxt - sig) * v
             else:

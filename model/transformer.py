@@ -269,6 +269,18 @@ class SanaWMTransformer(nn.Module):
                 warp_emb = warp_emb + self.sink_embedder(warp[:, cw:])
         return ctx, plucker_emb, y, warp_emb
 
+    def warp_of(self, latents: torch.Tensor, camera_conditions: torch.Tensor | None,
+                chunks: list[int]) -> torch.Tensor | None:
+        """The warp input of a full chunk-causal sequence (`sequence_warp`; the history of `latents` must be clean):
+        None for models without it, zeros without camera conditions (nothing to reproject). It does not depend on
+        the noise of the last chunk, so the denoising passes of one chunk share it."""
+        if not self.cfg.warp_condition:
+            return None
+        if camera_conditions is None:
+            b, _, t, h, w = latents.shape
+            return latents.new_zeros(b, self.warp_channels, t, h, w)
+        return sequence_warp(latents, camera_conditions, chunks, self.cfg.warp_sink)
+
     @property
     def warp_channels(self) -> int:
         """Channels of the warp input: [latent | validity] per source (previous frame, and the sink)."""
@@ -317,10 +329,8 @@ class SanaWMTransformer(nn.Module):
             raise ValueError(f"streaming needs chunks=[T] = [{frames}], stream=(chunk_index, slot_chunk) and one "
                              f"cache per block ({len(self.blocks)})")
         if prepared is None:
-            if cfg.warp_condition and warp is None and stream is None:  # no camera: nothing to reproject
-                warp = (sequence_warp(latents, camera_conditions, chunks or [frames], cfg.warp_sink)
-                        if camera_conditions is not None else latents.new_zeros(b, self.warp_channels, frames, lat_h,
-                                                                                lat_w))
+            if warp is None and stream is None:
+                warp = self.warp_of(latents, camera_conditions, chunks or [frames])
             prepared = self.prepare(frames, camera_conditions, plucker, caption, chunks, frame_offset, stream, b,
                                     latents.device, warp)
         ctx, plucker_emb, y, warp_emb = prepared

@@ -61,7 +61,6 @@ from ..checkpoint import load_into, read_state_dict, save_checkpoint
 from ..config import WorldModelConfig, get_config
 from ..schedule import add_noise, sample_train_sigmas, velocity_target
 from ..transformer import SanaWMTransformer, build_model
-from ..warp import sequence_warp
 from .common import (
     CSVLog,
     Dist,
@@ -218,12 +217,6 @@ def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (per * m).sum() / m.sum().clamp_min(1.0)
 
 
-def _warp(model: SanaWMTransformer, clean: torch.Tensor, b: LatentBatch, layout: list[int]) -> torch.Tensor | None:
-    """The reprojection conditioning from clean latents (model/warp.py), as streaming builds it from its own clean
-    chunks; even where a history chunk is itself noised (diffusion forcing), its successor warps the clean one."""
-    return sequence_warp(clean, b.cond, layout, model.cfg.warp_sink) if model.cfg.warp_condition else None
-
-
 def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws) -> torch.Tensor:
     """Diffusion-forcing flow matching: a sigma per chunk; teacher-forced rows keep their history clean."""
     x0 = b.latents
@@ -239,7 +232,7 @@ def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws) 
     noise = torch.randn(x0.shape, generator=rng.dev, device=x0.device)
     x = add_noise(x0, noise, t / 1000)
     with autocast(x0.device, args.amp):
-        v = model(x, t, b.cond, b.plucker, chunks=layout, warp=_warp(model, x0, b, layout))
+        v = model(x, t, b.cond, b.plucker, chunks=layout, warp=model.warp_of(x0, b.cond, layout))  # from clean x0
     return _masked_mean((v.float() - velocity_target(x0, noise)).square(), t > 0)
 
 
@@ -269,7 +262,7 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
     noise = torch.randn(x0.shape, generator=rng.dev, device=dev)
     ctx = x0 if history is None else torch.cat([history[:, :, :t_all - layout[-1]], x0[:, :, -layout[-1]:]], 2)
     x = torch.where(target[:, None, :, None, None], noise, ctx)                 # targets start from pure noise
-    warp = _warp(model, ctx, b, layout)                                          # from the clean history
+    warp = model.warp_of(ctx, b.cond, layout)  # from the clean history, even where a history chunk is noised
 
     def level_t(level):                                                          # (B, T) timesteps, 0 for history
         return torch.where(level >= 0, t_of[level.clamp_min(0)], 0.0).to(dev)

@@ -165,9 +165,10 @@ def sample_chunk(model: SanaWMTransformer, history: torch.Tensor, cond: torch.Te
     sig = few_step_sigmas(cfg)
     x = noise
     zeros = torch.zeros(b, th, device=noise.device)
+    warp = model.warp_of(torch.cat([history, x], 2), cond, layout)                # shared by the passes
     for s, nxt in zip(sig[:-1], sig[1:]):
         t = torch.cat([zeros, torch.full((b, tc), 1000.0 * s, device=noise.device)], 1)
-        v = model(torch.cat([history, x], 2), t, cond, plucker, chunks=layout)[:, :, -tc:]
+        v = model(torch.cat([history, x], 2), t, cond, plucker, chunks=layout, warp=warp)[:, :, -tc:]
         if sampler == "euler" or nxt == 0.0:
             x = x + (nxt - s) * v
         else:
