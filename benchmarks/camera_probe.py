@@ -70,8 +70,8 @@ def teacher_forced(gen: StreamingGenerator, walks: int, latents: int, seed: int)
     rows = []
     for name, (c, p) in variants.items():
         b = LatentBatch(z, c, p)
-        x0 = [float(loss_x0(gen.model, b, args, _draws(i))) for i in range(3)]
-        flow = [float(loss_flow(gen.model, b, args, _draws(i))) for i in range(3)]
+        x0 = [float(loss_x0(gen.model, b, args, _draws(i), vae=gen.vae)) for i in range(3)]
+        flow = [float(loss_flow(gen.model, b, args, _draws(i), gen.vae)) for i in range(3)]
         rows.append({"camera": name, "x0_loss": float(np.mean(x0)), "flow_loss": float(np.mean(flow))})
     return rows
 
@@ -90,7 +90,8 @@ def free_generation(gen: StreamingGenerator, turns: int, steps: int, deg: float,
     stream = [f[:, -1] for f, _ in fid.model_rollout(gen, first, eps.c2w, seed, "stream")]
     cond, pl = conditioning(gen, eps.c2w, 1 + steps)
     z0 = gen.vae.encode(to_unit(torch.from_numpy(first)[:, None]))
-    full = to_uint8(gen.vae.decode(rollout(gen.model, z0, cond, pl, torch.Generator().manual_seed(seed)).float()))
+    full = to_uint8(gen.vae.decode(rollout(gen.model, z0, cond, pl, torch.Generator().manual_seed(seed),
+                                         vae=gen.vae).float()))
     oracle_last = torch.from_numpy(frames[:, k::k])                                   # (B, steps, H, W, 3)
     full_last = full[:, k::k]
     stream_last = torch.stack(stream, 1)

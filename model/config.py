@@ -52,10 +52,14 @@ class WorldModelConfig:
     #    extra input (model/warp.py), so small models can turn their view.
     warp_condition: bool = False
     warp_sink: bool = False           # ...and the image latent (the sink) reprojected into every new view
+    warp_space: str = "latent"        # "latent": bilinear in the latent grid; "pixel": decoded frames warped and
+    #                                   re-encoded by the VAE (exact sub-pixel motion, one image encode per source)
 
     def __post_init__(self):
         if self.warp_sink and not self.warp_condition:
             raise ValueError("warp_sink needs warp_condition")
+        if self.warp_space not in ("latent", "pixel"):
+            raise ValueError(f"warp_space must be 'latent' or 'pixel', got {self.warp_space!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
         if self.head_dim % 8:
@@ -125,6 +129,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
+        warp_space="pixel",
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
@@ -134,6 +139,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
+        warp_space="pixel",
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),

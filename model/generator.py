@@ -6,7 +6,8 @@
     branch = state.clone(); state.reset_(mask, first_frames=...); state.select(idx)
 
 One step (DESIGN.md §2-3): the chunk's poses become camera conditioning relative to the first frame (and, for
-`warp_condition` models, the state's last clean latent reprojected into the new views, model/warp.py); noise
+`warp_condition` models, the state's last clean latent, or in pixel space its last decoded frame re-encoded,
+reprojected into the new views, model/warp.py); noise
 comes from the state's counter RNG; the few denoising passes read the caches only; one clean pass at t = 0 writes
 them (GDN states, conv tails, K/V slots); the causal VAE decodes the chunk from its own cache.
 Everything in a step has static shapes and no host synchronisation, so on CUDA (`graph=True`) the whole
@@ -32,7 +33,7 @@ from .config import get_config
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
 from .vae import CausalVAE, vae_config
-from .warp import warp_latents
+from .warp import warp_frames, warp_latents
 
 WEIGHTS = Path(__file__).parent / "weights"
 SAMPLERS = ("euler", "renoise")
@@ -44,6 +45,17 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def micro_model(**overrides) -> tuple[SanaWMTransformer, CausalVAE]:
+    """The seeded random `micro` model and VAE of the tests (config fields replaced by `overrides`): random
+    everywhere, so every branch matters."""
+    torch.manual_seed(0)
+    model = build_model(get_config("micro", **overrides))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model, CausalVAE(vae_config("micro"))
 
 
 class StreamingGenerator:
@@ -96,13 +108,7 @@ class StreamingGenerator:
         a path: one of our DiT checkpoints, with its VAE in `<stem>_vae.safetensors` or `vae.safetensors` beside it."""
         name = str(name_or_path)
         if name == "micro":
-            torch.manual_seed(0)
-            model = build_model(get_config("micro"))
-            with torch.no_grad():  # random everywhere, so every branch matters in tests
-                for p in model.parameters():
-                    p.normal_(0.0, 0.2)
-            vae = CausalVAE(vae_config("micro"))
-            return cls(model, vae, device, dtype, batch_size, graph, **kwargs)
+            return cls(*micro_model(), device, dtype, batch_size, graph, **kwargs)
         path = WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
         if not path.exists():
             raise FileNotFoundError(f"no world-model checkpoint at {path}" +
@@ -169,6 +175,7 @@ class StreamingGenerator:
                 bc.k_tail = torch.zeros(b, cfg.conv_kernel - 1, s, c, device=dev, dtype=dt)
             blocks.append(bc)
         lat_h, lat_w = cfg.latent_hw
+        pix = 3 if cfg.warp_condition and cfg.warp_space == "pixel" else 0   # decoded frames kept only to warp them
         eye = torch.eye(4, dtype=torch.float64, device=dev).repeat(b, 1, 1)
         y, m = self.model.null_caption(b)
         return WorldState(
@@ -177,6 +184,8 @@ class StreamingGenerator:
             chunk_index=torch.zeros(b, dtype=torch.int64, device=dev), pose0=eye.clone(), pose=eye,
             latent=torch.zeros(b, cfg.in_channels, 1, lat_h, lat_w, device=dev, dtype=dt),
             latent0=torch.zeros(b, cfg.in_channels, 1, lat_h, lat_w, device=dev, dtype=dt),
+            frame=torch.zeros(b, pix, 1, cfg.height, cfg.width, device=dev),
+            frame0=torch.zeros(b, pix, 1, cfg.height, cfg.width, device=dev),
             intrinsics=torch.zeros(b, 4, device=dev), seed=torch.zeros(b, dtype=torch.int64, device=dev),
             caption=y.to(dt).clone(), caption_mask=m.clone(), owner=id(self), generator=self)
 
@@ -315,7 +324,10 @@ class StreamingGenerator:
         self._commit(sub)
         sub.latent.copy_(z0)
         sub.latent0.copy_(z0)
-        self.vae.decode_step(z0.float(), sub.vae, first=True)
+        f0 = self.vae.decode_step(z0.float(), sub.vae, first=True)                # (M, 3, 1, H, W)
+        if sub.frame.shape[1]:
+            sub.frame.copy_(f0)
+            sub.frame0.copy_(f0)
         state.assign_rows_(idx, sub)
         return state
 
@@ -329,20 +341,27 @@ class StreamingGenerator:
                                   state.batch_size, self.device, warp)
 
     def _warp(self, state: WorldState, cond: torch.Tensor) -> torch.Tensor | None:
-        """The next chunk's reprojection conditioning (model/warp.py): the state's last clean latent, seen from
-        its anchor pose (and the image latent, seen from the identity), warped into each of the chunk's latent views
-        (cond [B, T_c, 20]); None without it. The same sources as `warp.sequence_warp` over the whole sequence."""
-        if not self.cfg.warp_condition:
+        """The next chunk's reprojection conditioning (model/warp.py): the state's last clean latent (or, in pixel
+        space, its last decoded frame), seen from its anchor pose, and the image latent (frame 0), seen from the
+        identity, warped into each of the chunk's latent views (cond [B, T_c, 20]); None without it. The same
+        sources as `warp.sequence_warp` over the whole sequence; both sources go through one batched warp."""
+        cfg = self.cfg
+        if not cfg.warp_condition:
             return None
         b, tc = cond.shape[:2]
+        n = 1 + int(cfg.warp_sink)
         prev = (se3_inverse(state.pose0) @ state.pose).float().reshape(b, 1, 16)      # the last latent's anchor
-        cond_src = torch.cat([prev.expand(b, tc, 16), cond[..., 16:]], -1)           # (B, T_c, 20)
-        out = warp_latents(state.latent.expand(-1, -1, tc, -1, -1), cond_src, cond)
-        if self.cfg.warp_sink:
-            eye = torch.eye(4, device=cond.device, dtype=cond.dtype).reshape(1, 1, 16).expand(b, tc, 16)
-            sink = warp_latents(state.latent0.expand(-1, -1, tc, -1, -1), torch.cat([eye, cond[..., 16:]], -1), cond)
-            out = torch.cat([out, sink], 1)
-        return out
+        eye = torch.eye(4, device=cond.device, dtype=cond.dtype).reshape(1, 1, 16)
+        poses = [prev, eye.expand(b, 1, 16)][:n]
+        cond_src = torch.cat([torch.cat([p.expand(b, tc, 16), cond[..., 16:]], -1) for p in poses])  # (nB, T_c, 20)
+        cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
+        if cfg.warp_space == "pixel":
+            src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
+            out = warp_frames(self.vae, src, cond_src, cond_dst).to(state.latent.dtype)
+        else:
+            src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
+            out = warp_latents(src, cond_src, cond_dst)
+        return torch.cat(out.chunk(n, 0), 1)                                          # (B, n(C + 1), T_c, h, w)
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""
@@ -375,6 +394,8 @@ class StreamingGenerator:
         state.pose.copy_(c2w[:, -1])
         state.latent.copy_(x[:, :, -1:])
         frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
+        if state.frame.shape[1]:
+            state.frame.copy_(frames[-1][:, :, -1:])
         rgb = torch.cat(frames, dim=2).clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
         return rgb.permute(0, 2, 3, 4, 1), x                                     # (B, K, H, W, 3), clean latents
 
@@ -510,7 +531,7 @@ class RecomputeGenerator:
         conds = torch.cat(self.conds + [cond], dim=1)
         pls = torch.cat(self.pluckers + [pl], dim=2)
         layout = [1] + [tc] * (chunk - 1) + [tc]
-        warp = g.model.warp_of(torch.cat([hist, x], dim=2), conds, layout)           # shared by the passes
+        warp = g.model.warp_of(torch.cat([hist, x], dim=2), conds, layout, g.vae)    # shared by the passes
         for i, (sig, nxt) in enumerate(zip(g.sigmas[:-1], g.sigmas[1:])):
             t = torch.cat([torch.zeros(b, hist.shape[2], device=g.device),
                            torch.full((b, tc), 1000.0 * sig, device=g.device)], dim=1)

@@ -5,8 +5,8 @@
   [sink | window] slot buffer: slot 0 holds chunk 0 (the image latent) forever, slots 1..W are a ring of
   the most recent chunks. Keys are stored without RoPE and rotated when read, so positions can be the
   absolute frame indices (as published) or window-relative ones (bounded, for long rollouts).
-- The VAE decoder cache, the first and current pose, the last clean latent frame (the warp source), the
-  intrinsics, the captions, and the RNG: a seed and the chunk counter per world. Noise is a counter-based
+- The VAE decoder cache, the first and current pose, the last clean latent frame and the last decoded frame (the warp
+  sources), the intrinsics, the captions, and the RNG: a seed and the chunk counter per world. Noise is a counter-based
   hash of (seed, chunk, pass, element), so it needs no generator object, is identical on CPU and GPU, forks
   with the state, and is graph-safe.
 
@@ -59,6 +59,8 @@ class WorldState:
     pose: torch.Tensor            # [B, 4, 4] float64 c2w of the last raw frame
     latent: torch.Tensor          # [B, C, 1, h, w] the last clean latent frame (the next chunk's warp source)
     latent0: torch.Tensor         # [B, C, 1, h, w] the image latent (the sink's warp source)
+    frame: torch.Tensor           # [B, 3, 1, H, W] float32 last decoded frame (pixel-space warp source; 0 channels
+    frame0: torch.Tensor          # [B, 3, 1, H, W] ...and decoded frame 0        when the model warps latents)
     intrinsics: torch.Tensor      # [B, 4] float32 (fx, fy, cx, cy) in pixels of the frames
     seed: torch.Tensor            # [B] int64
     caption: torch.Tensor         # [B, L, caption_channels]
@@ -66,8 +68,8 @@ class WorldState:
     owner: int = field(default=0, compare=False)          # id() of the generator that made it
     generator: object = field(default=None, compare=False, repr=False)
 
-    _FLAT = ("slot_chunk", "chunk_index", "pose0", "pose", "latent", "latent0", "intrinsics", "seed", "caption",
-             "caption_mask")
+    _FLAT = ("slot_chunk", "chunk_index", "pose0", "pose", "latent", "latent0", "frame", "frame0", "intrinsics", "seed",
+             "caption", "caption_mask")
 
     @property
     def batch_size(self) -> int:

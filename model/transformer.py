@@ -7,8 +7,9 @@ every preset, with the published module and state_dict names (872 keys for `sana
   caption buffer is the default); GLUMBConvTemp FFN with a temporal conv.
 - Time layouts: bidirectional (`chunks=None`, the released bidirectional model) or chunk-causal
   (`chunks=[...]`, training and streaming).
-- Ours, off in the published preset (`warp_condition`, `warp_sink`): the previous clean latent and the image latent
-  reprojected by the camera rotation, embedded and added to the latent tokens (model/warp.py explains why).
+- Ours, off in the published preset (`warp_condition`, `warp_sink`, `warp_space`): the previous clean latent and
+  the image latent reprojected by the camera rotation (in the latent grid, or as decoded frames re-encoded by the
+  VAE), embedded and added to the latent tokens (model/warp.py explains why).
 """
 
 from __future__ import annotations
@@ -270,16 +271,21 @@ class SanaWMTransformer(nn.Module):
         return ctx, plucker_emb, y, warp_emb
 
     def warp_of(self, latents: torch.Tensor, camera_conditions: torch.Tensor | None,
-                chunks: list[int]) -> torch.Tensor | None:
+                chunks: list[int], vae=None) -> torch.Tensor | None:
         """The warp input of a full chunk-causal sequence (`sequence_warp`; the history of `latents` must be clean):
         None for models without it, zeros without camera conditions (nothing to reproject). It does not depend on
-        the noise of the last chunk, so the denoising passes of one chunk share it."""
+        the noise of the last chunk, so the denoising passes of one chunk share it. `warp_space="pixel"` models
+        need the VAE that decodes their latents."""
         if not self.cfg.warp_condition:
             return None
         if camera_conditions is None:
             b, _, t, h, w = latents.shape
             return latents.new_zeros(b, self.warp_channels, t, h, w)
-        return sequence_warp(latents, camera_conditions, chunks, self.cfg.warp_sink)
+        pixel = self.cfg.warp_space == "pixel"
+        if pixel and vae is None:
+            raise ValueError("this model warps in pixel space (warp_space='pixel'): pass vae= to warp_of, or pass "
+                             "warp= to forward")
+        return sequence_warp(latents, camera_conditions, chunks, self.cfg.warp_sink, vae if pixel else None)
 
     @property
     def warp_channels(self) -> int:
@@ -313,7 +319,7 @@ class SanaWMTransformer(nn.Module):
         prepared: `prepare(...)`'s (context, Plücker embedding, caption tokens, warp embedding), reused by passes;
         warp: [B, warp_channels, T, h, w] reprojection conditioning (warp_condition models). Without it a full forward
         derives it from `latents` (`sequence_warp`: their history must be clean; zeros without camera_conditions);
-        streaming must pass it.
+        streaming and pixel-space models (`warp_of(..., vae=)`) must pass it.
         Returns [B, C_lat, T, h, w].
         """
         cfg = self.cfg
@@ -329,7 +335,7 @@ class SanaWMTransformer(nn.Module):
             raise ValueError(f"streaming needs chunks=[T] = [{frames}], stream=(chunk_index, slot_chunk) and one "
                              f"cache per block ({len(self.blocks)})")
         if prepared is None:
-            if warp is None and stream is None:
+            if warp is None and stream is None and self.cfg.warp_space == "latent":
                 warp = self.warp_of(latents, camera_conditions, chunks or [frames])
             prepared = self.prepare(frames, camera_conditions, plucker, caption, chunks, frame_offset, stream, b,
                                     latents.device, warp)

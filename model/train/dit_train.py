@@ -217,7 +217,7 @@ def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (per * m).sum() / m.sum().clamp_min(1.0)
 
 
-def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws) -> torch.Tensor:
+def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws, vae=None) -> torch.Tensor:
     """Diffusion-forcing flow matching: a sigma per chunk; teacher-forced rows keep their history clean."""
     x0 = b.latents
     bsz, t_all = x0.shape[0], x0.shape[2]
@@ -232,16 +232,16 @@ def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws) 
     noise = torch.randn(x0.shape, generator=rng.dev, device=x0.device)
     x = add_noise(x0, noise, t / 1000)
     with autocast(x0.device, args.amp):
-        v = model(x, t, b.cond, b.plucker, chunks=layout, warp=model.warp_of(x0, b.cond, layout))  # from clean x0
+        v = model(x, t, b.cond, b.plucker, chunks=layout, warp=b.warp_of(model, x0, layout, vae))  # clean x0
     return _masked_mean((v.float() - velocity_target(x0, noise)).square(), t > 0)
 
 
 def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
-            history: torch.Tensor | None = None) -> torch.Tensor:
+            history: torch.Tensor | None = None, vae=None) -> torch.Tensor:
     """Few-step x0 loss at the inference sigmas, with the model's own sampler producing the intermediate inputs.
 
     history: latents (B, C, T, h, w) to use as clean history instead of the ground truth (self-forcing); then
-    only the last chunk is a target.
+    only the last chunk is a target (a pixel-space warp model then needs the `vae` to warp that history).
     """
     cfg = model.cfg
     x0 = b.latents
@@ -262,7 +262,7 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
     noise = torch.randn(x0.shape, generator=rng.dev, device=dev)
     ctx = x0 if history is None else torch.cat([history[:, :, :t_all - layout[-1]], x0[:, :, -layout[-1]:]], 2)
     x = torch.where(target[:, None, :, None, None], noise, ctx)                 # targets start from pure noise
-    warp = model.warp_of(ctx, b.cond, layout)  # from the clean history, even where a history chunk is noised
+    warp = b.warp_of(model, ctx, layout, vae)  # from the clean history, even where a history chunk is noised
 
     def level_t(level):                                                          # (B, T) timesteps, 0 for history
         return torch.where(level >= 0, t_of[level.clamp_min(0)], 0.0).to(dev)
@@ -288,33 +288,33 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
 
 
 def loss_self_forcing(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
-                      step: int) -> tuple[torch.Tensor, bool]:
+                      step: int, vae=None) -> tuple[torch.Tensor, bool]:
     """Every --sf-every steps: history = the model's own rollout from the image latent (no grad), last chunk
     trained against ground truth with the x0 loss; otherwise the plain x0 loss. Returns (loss, rolled_out)."""
     if args.sf_every <= 0 or step % args.sf_every:
-        return loss_x0(model, b, args, rng), False
+        return loss_x0(model, b, args, rng, vae=vae), False
     th = b.latents.shape[2] - chunk_layout(model.cfg, b.latents.shape[2])[-1]   # history before the last chunk
     with torch.no_grad(), autocast(b.latents.device, args.amp):
-        own = rollout(model, b.latents[:, :, :1], b.cond[:, :th], b.plucker[:, :, :th], rng.dev, args.sampler)
+        own = rollout(model, b.latents[:, :, :1], b.cond[:, :th], b.plucker[:, :, :th], rng.dev, args.sampler, vae)
     own = torch.cat([own.float(), b.latents[:, :, th:]], 2)                      # last chunk: ground truth slot
-    return loss_x0(model, b, args, rng, history=own), True
+    return loss_x0(model, b, args, rng, history=own, vae=vae), True
 
 
 def objective_loss(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
-                   step: int) -> tuple[torch.Tensor, dict[str, float]]:
+                   step: int, vae=None) -> tuple[torch.Tensor, dict[str, float]]:
     """The selected objective (+ the flow regulariser for x0 / self-forcing)."""
     rolled = False
     if args.objective == "flow":
-        main = loss_flow(model, b, args, rng)
+        main = loss_flow(model, b, args, rng, vae)
     elif args.objective == "x0":
-        main = loss_x0(model, b, args, rng)
+        main = loss_x0(model, b, args, rng, vae=vae)
     elif args.objective == "self-forcing":
-        main, rolled = loss_self_forcing(model, b, args, rng, step)
+        main, rolled = loss_self_forcing(model, b, args, rng, step, vae)
     else:
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {args.objective!r}")
     loss, stats = main, {"main": float(main.detach()), "rollout": float(rolled)}
     if args.objective != "flow" and args.flow_weight > 0:
-        reg = loss_flow(model, b, args, rng)
+        reg = loss_flow(model, b, args, rng, vae)
         loss = loss + args.flow_weight * reg
         stats["flow_reg"] = float(reg.detach())
     stats["loss"] = float(loss.detach())
@@ -336,9 +336,9 @@ def make_optimizer(model: SanaWMTransformer, args: Args) -> torch.optim.AdamW:
 
 
 def train_step(model: SanaWMTransformer, opt: torch.optim.Optimizer, b: LatentBatch, args: Args, rng: Draws,
-               step: int, dist: Dist) -> dict[str, float]:
+               step: int, dist: Dist, vae=None) -> dict[str, float]:
     """One optimizer step; returns scalar stats (loss, parts, grad norm)."""
-    loss, stats = objective_loss(model, b, args, rng, step)
+    loss, stats = objective_loss(model, b, args, rng, step, vae)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"step {step}: loss is {float(loss)} ({stats}); lower --lr or check the cache")
     opt.zero_grad(set_to_none=True)
@@ -364,7 +364,7 @@ def evaluate(ema: SanaWMTransformer, val: LatentCache, args: Args, seq: int, vae
     n = min(args.eval_count, len(val))
     b = LatentBatch.from_cache(val, torch.arange(n), ema.cfg, seq, device)
     rng = Draws(step_generator(args.seed, -2), step_generator(args.seed, -2, device=device))
-    flow = float(loss_flow(ema, b, args, rng))
+    flow = float(loss_flow(ema, b, args, rng, vae))
     fid = dit_fidelity(ema, b, vae, seed=args.seed, sampler=args.sampler, amp=args.amp)
     return {"val_flow": flow, **{k: v for k, v in fid.items() if not isinstance(v, list)}}
 
@@ -426,10 +426,15 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
     check_cache(cache, cfg, longest, args.latents)
     if args.data_on_device and device.type == "cuda":
         cache.latents, cache.c2w, cache.k_lat = (t.to(device) for t in (cache.latents, cache.c2w, cache.k_lat))
+        cache.warp = None if cache.warp is None else cache.warp.to(device)
     val = LatentCache.load(args.val) if args.val and dist.main else None
     if val is not None:
         check_cache(val, cfg, 2, args.val)
-    vae = load_vae(args.vae, device=device) if args.vae and dist.main else None
+    pixel = cfg.warp_condition and cfg.warp_space == "pixel"   # every rank may have to decode and re-encode
+    vae = load_vae(args.vae, device=device) if args.vae and (dist.main or pixel) else None
+    if pixel and vae is None and (cache.warp is None or args.objective == "self-forcing"):
+        raise ValueError(f"preset {cfg.name!r} warps in pixel space: pass --vae, and precompute the training "
+                         f"cache's warp inputs with python -m model.train.warps (self-forcing needs --vae anyway)")
 
     seed_everything(args.seed)
     model = build_model(cfg, device=device)
@@ -487,7 +492,7 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
             b = sample_batch(cache, cfg, seq, batch, step_generator(args.seed, step), dist, device)
             rng = Draws(step_generator(args.seed, step, dist.rank, 1),
                         step_generator(args.seed, step, dist.rank, 2, device=device))
-            stats = train_step(model, opt, b, args, rng, step, dist)
+            stats = train_step(model, opt, b, args, rng, step, dist, vae)
             ema_update_(ema, model, args.ema, step)
             step += 1
             speed.add(batch * dist.world)

@@ -152,12 +152,13 @@ def few_step_sigmas(cfg: WorldModelConfig) -> list[float]:
 
 
 def sample_chunk(model: SanaWMTransformer, history: torch.Tensor, cond: torch.Tensor, plucker: torch.Tensor,
-                 noise: torch.Tensor, sampler: str = "euler", generator: torch.Generator | None = None) -> torch.Tensor:
+                 noise: torch.Tensor, sampler: str = "euler", generator: torch.Generator | None = None,
+                 vae: CausalVAE | None = None) -> torch.Tensor:
     """Denoise the next chunk from `noise` (B, C, Tc, h, w) given clean history (B, C, Th, h, w) at t = 0, with the
     config's few steps; cond (B, Th + Tc, 20) and plucker (B, 6s, Th + Tc, h, w) cover history and chunk.
 
     The same passes as `RecomputeGenerator.step` (which streaming equals); differentiable if grad is enabled.
-    "renoise" draws its fresh noise from `generator`.
+    "renoise" draws its fresh noise from `generator`. Pixel-space warp models need the `vae`.
     """
     cfg = model.cfg
     b, th, tc = history.shape[0], history.shape[2], noise.shape[2]
@@ -165,7 +166,7 @@ def sample_chunk(model: SanaWMTransformer, history: torch.Tensor, cond: torch.Te
     sig = few_step_sigmas(cfg)
     x = noise
     zeros = torch.zeros(b, th, device=noise.device)
-    warp = model.warp_of(torch.cat([history, x], 2), cond, layout)                # shared by the passes
+    warp = model.warp_of(torch.cat([history, x], 2), cond, layout, vae)           # shared by the passes
     for s, nxt in zip(sig[:-1], sig[1:]):
         t = torch.cat([zeros, torch.full((b, tc), 1000.0 * s, device=noise.device)], 1)
         v = model(torch.cat([history, x], 2), t, cond, plucker, chunks=layout, warp=warp)[:, :, -tc:]
@@ -178,7 +179,8 @@ def sample_chunk(model: SanaWMTransformer, history: torch.Tensor, cond: torch.Te
 
 
 def rollout(model: SanaWMTransformer, z0: torch.Tensor, cond: torch.Tensor, plucker: torch.Tensor,
-            generator: torch.Generator | None = None, sampler: str = "euler") -> torch.Tensor:
+            generator: torch.Generator | None = None, sampler: str = "euler",
+            vae: CausalVAE | None = None) -> torch.Tensor:
     """Autoregressive generation of all T latents (cond (B, T, 20)) from the image latent z0 (B, C, 1, h, w): each
     chunk is denoised given the model's own earlier chunks. Returns (B, C, T, h, w) with latent 0 = z0."""
     cfg = model.cfg
@@ -188,18 +190,21 @@ def rollout(model: SanaWMTransformer, z0: torch.Tensor, cond: torch.Tensor, pluc
         th = lat.shape[2]
         noise = torch.randn((z0.shape[0], z0.shape[1], size, *z0.shape[3:]), generator=generator,
                             device=z0.device, dtype=z0.dtype)
-        x = sample_chunk(model, lat, cond[:, :th + size], plucker[:, :, :th + size], noise, sampler, generator)
+        x = sample_chunk(model, lat, cond[:, :th + size], plucker[:, :, :th + size], noise, sampler, generator,
+                         vae)
         lat = torch.cat([lat, x], 2)
     return lat
 
 
 @dataclass
 class LatentBatch:
-    """Windows on the device: latents (B, C, T, h, w), camera inputs for those T latents."""
+    """Windows on the device: latents (B, C, T, h, w), camera inputs for those T latents, and (for pixel-space warp
+    models, when the cache has them) the warp inputs of the ground-truth history (B, warp channels, T, h, w)."""
 
     latents: torch.Tensor
     cond: torch.Tensor
     plucker: torch.Tensor
+    warp: torch.Tensor | None = None
 
     @staticmethod
     def from_cache(cache, idx: torch.Tensor, cfg: WorldModelConfig, num_latents: int,
@@ -209,7 +214,23 @@ class LatentBatch:
         lat = cache.latents[idx, :, :num_latents].to(device)
         c2w = cache.c2w[idx, :1 + s * (num_latents - 1)].to(device)
         cond, pl = camera_conditioning(cfg, c2w, cache.k_lat[idx].to(device), num_latents)
-        return LatentBatch(lat, cond, pl)
+        warp = None
+        if cfg.warp_condition and cfg.warp_space == "pixel" and getattr(cache, "warp", None) is not None:
+            info = cache.meta["warp"]
+            if (info["sink"], info["chunk_frames"]) != (cfg.warp_sink, cfg.chunk_frames):
+                raise ValueError(f"the cache's warp inputs were made with sink={info['sink']}, chunk_frames="
+                                 f"{info['chunk_frames']}; preset {cfg.name!r} has sink={cfg.warp_sink}, "
+                                 f"chunk_frames={cfg.chunk_frames}")
+            warp = cache.warp[idx, :, :num_latents].to(device).float()
+        return LatentBatch(lat, cond, pl, warp)
+
+    def warp_of(self, model: SanaWMTransformer, ctx: torch.Tensor, layout: list[int],
+                vae: CausalVAE | None = None) -> torch.Tensor | None:
+        """The model's warp input for clean history `ctx`: the cached one when ctx is this batch's ground truth,
+        else computed (`model.warp_of`; pixel-space models need the VAE)."""
+        if self.warp is not None and ctx is self.latents:
+            return self.warp
+        return model.warp_of(ctx, self.cond, layout, vae)
 
 
 @torch.no_grad()
@@ -231,8 +252,8 @@ def dit_fidelity(model: SanaWMTransformer, batch: LatentBatch, vae: CausalVAE | 
     g = torch.Generator(device=device).manual_seed(seed)
     with autocast(device, amp):
         noise = torch.randn(x0[:, :, -tc:].shape, generator=g, device=device)
-        tf = sample_chunk(model, x0[:, :, :-tc], cond, pl, noise, sampler, g).float()
-        ro = rollout(model, x0[:, :, :1], cond, pl, g, sampler).float()
+        tf = sample_chunk(model, x0[:, :, :-tc], cond, pl, noise, sampler, g, vae).float()
+        ro = rollout(model, x0[:, :, :1], cond, pl, g, sampler, vae).float()
     per = (ro - x0).square().mean(dim=(0, 1, 3, 4))                               # (T,)
     out = {"fewstep_mse": float((tf - x0[:, :, -tc:]).square().mean()), "rollout_mse": float(per[1:].mean()),
            "rollout_mse_last": float(per[-tc:].mean()), "rollout_mse_per_latent": per.tolist()}

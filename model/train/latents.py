@@ -140,6 +140,7 @@ class LatentCache:
     clip: torch.Tensor
     start: torch.Tensor
     meta: dict
+    warp: torch.Tensor | None = None   # (N, warp channels, W, h, w) pixel-space warp inputs (model.train.warps)
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -175,6 +176,15 @@ class LatentCache:
             raise ValueError(f"{path}: the cache holds no windows")
         cache = LatentCache(meta=meta, **{k: torch.cat(v) for k, v in parts.items()})
         cache.latents = cache.latents.float()  # shards may be stored in half precision (smaller to carry)
+        if meta.get("warp"):
+            warps = []
+            for name in meta["warp"]["files"]:
+                with safe_open(str(path.parent / name), framework="pt") as f:
+                    warps.append(f.get_tensor("warp"))
+            cache.warp = torch.cat(warps)                       # kept in half precision: cast per batch
+            if cache.warp.shape[0] != len(cache):
+                raise ValueError(f"{path}: {cache.warp.shape[0]} warp inputs for {len(cache)} windows; rebuild them "
+                                 "with python -m model.train.warps")
         return cache
 
     @staticmethod
@@ -189,10 +199,17 @@ class LatentCache:
         offsets = torch.tensor([0] + [int(c.clip.max()) + 1 for c in caches[:-1]]).cumsum(0)
         meta = {**first.meta, "windows": sum(len(c) for c in caches),
                 "clips": sum(c.meta.get("clips", 0) for c in caches), "sources": [c.meta.get("source") for c in caches]}
+        warp = None
+        if all(c.warp is not None for c in caches):
+            if len({c.meta["warp"]["sink"] for c in caches}) > 1:
+                raise ValueError("latent caches have warp inputs with and without the sink; rebuild them alike")
+            warp = torch.cat([c.warp for c in caches])
+        else:
+            meta.pop("warp", None)   # only some have them: the trainer would have to mix sources, so none
         return LatentCache(latents=torch.cat([c.latents for c in caches]), c2w=torch.cat([c.c2w for c in caches]),
                            k=torch.cat([c.k for c in caches]), k_lat=torch.cat([c.k_lat for c in caches]),
                            clip=torch.cat([c.clip + o for c, o in zip(caches, offsets)]),
-                           start=torch.cat([c.start for c in caches]), meta=meta)
+                           start=torch.cat([c.start for c in caches]), meta=meta, warp=warp)
 
 
 def clip_render(index_path: str | Path) -> dict | None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.generator import RecomputeGenerator, StreamingGenerator
+from model.generator import RecomputeGenerator, StreamingGenerator, micro_model
 from model.state import counter_normal
 
 SEED = 5
@@ -34,9 +34,10 @@ def _walk(b: int, steps: int, k: int, speed=0.05, turn=0.03, start=None):
     return out
 
 
-@pytest.fixture(scope="module")
-def gen():
-    return StreamingGenerator.from_pretrained("micro", batch_size=3)
+@pytest.fixture(scope="module", params=["latent", "pixel"])
+def gen(request):
+    """micro, once per warp space: the shipped tiny warps in pixel space (decoded frames re-encoded by the VAE)."""
+    return StreamingGenerator(*micro_model(warp_space=request.param), batch_size=3)
 
 
 @pytest.fixture(scope="module")
@@ -209,11 +210,12 @@ def test_soak_2000_steps_bounded_and_constant_memory(first):
     assert int(state.chunk_index[0]) == 2001
 
 
-def test_traced_step_matches_eager_through_fork_reset_and_select(first):
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_traced_step_matches_eager_through_fork_reset_and_select(first, space):
     """trace=True (the CPU replay of the step body) against the eager reference: same frames and latents step by
     step, for a fork, a mid-episode reset of one world, and a selected sub-batch (a second trace)."""
-    eager = StreamingGenerator.from_pretrained("micro", batch_size=3)
-    traced = StreamingGenerator.from_pretrained("micro", batch_size=3, trace=True)
+    eager = StreamingGenerator(*micro_model(warp_space=space), batch_size=3)
+    traced = StreamingGenerator(*micro_model(warp_space=space), batch_size=3, trace=True)
     poses = _walk(3, 6, eager.frames_per_step)
     se, st = eager.reset(first, seed=SEED), traced.reset(first, seed=SEED)
 
@@ -282,11 +284,12 @@ def _cuda_or_skip():
 
 
 @pytest.mark.gpu
-def test_graph_matches_eager_and_never_syncs(first):
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_graph_matches_eager_and_never_syncs(first, space):
     _cuda_or_skip()
-    eager = StreamingGenerator.from_pretrained("micro", device="cuda", dtype=torch.bfloat16, batch_size=3)
-    graphed = StreamingGenerator.from_pretrained("micro", device="cuda", dtype=torch.bfloat16, batch_size=3,
-                                                 graph=True)
+    eager = StreamingGenerator(*micro_model(warp_space=space), device="cuda", dtype=torch.bfloat16, batch_size=3)
+    graphed = StreamingGenerator(*micro_model(warp_space=space), device="cuda", dtype=torch.bfloat16, batch_size=3,
+                                 graph=True)
     se, sg = eager.reset(first, seed=SEED), graphed.reset(first, seed=SEED)
     poses = _walk(3, 4, eager.frames_per_step)
     for c2w in poses[:2]:
@@ -304,10 +307,11 @@ def test_graph_matches_eager_and_never_syncs(first):
 
 
 @pytest.mark.gpu
-def test_graph_reset_and_clone_behave_as_eager(first):
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_graph_reset_and_clone_behave_as_eager(first, space):
     _cuda_or_skip()
-    eager = StreamingGenerator.from_pretrained("micro", device="cuda", batch_size=3)
-    graphed = StreamingGenerator.from_pretrained("micro", device="cuda", batch_size=3, graph=True)
+    eager = StreamingGenerator(*micro_model(warp_space=space), device="cuda", batch_size=3)
+    graphed = StreamingGenerator(*micro_model(warp_space=space), device="cuda", batch_size=3, graph=True)
     poses = _walk(3, 4, eager.frames_per_step)
     se, sg = eager.reset(first, seed=SEED), graphed.reset(first, seed=SEED)
     for c2w in poses[:2]:
@@ -322,13 +326,14 @@ def test_graph_reset_and_clone_behave_as_eager(first):
         assert (eager.step(fe, c2w).int() - graphed.step(fg, c2w).int()).abs().max() <= 2
 
 
-def test_step_core_is_capturable_without_a_gpu(monkeypatch):
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
     """What a CUDA graph forbids, checked on CPU CI: the step body (run on the meta device) never builds a tensor
     from host data on the device, never copies host tensors to it, and never reads a value back (`.item()`,
     `nonzero`, ...). The graph test on the GPU caught such a copy once; this keeps it from coming back."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    gen = StreamingGenerator.from_pretrained("micro", batch_size=2, device="meta")
+    gen = StreamingGenerator(*micro_model(warp_space=space), batch_size=2, device="meta")
     state = gen.new_state()
     c2w = torch.eye(4, dtype=torch.float64, device="meta").repeat(2, gen.frames_per_step, 1, 1)
     host_to_device = []

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from model.config import get_config
-from model.generator import StreamingGenerator
+from model.generator import RecomputeGenerator, StreamingGenerator, micro_model
 from model.transformer import build_model
-from model.warp import sequence_warp, warp_grid, warp_latents
+from model.vae import CausalVAE, vae_config
+from model.warp import sequence_warp, warp_frames, warp_grid, warp_latents
 
 H = W = 16
 F = 8.0                       # latent focal length: 90 degrees across 16 pixels
@@ -149,3 +150,108 @@ def test_streaming_state_carries_the_warp_source():
         getattr(other, name).add_(1.0)
         _, b = gen.step(other, c2w, return_latents=True)
         assert (a - b).abs().max() > 1e-3, name
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pixel space: decoded frames warped at frame resolution and re-encoded
+
+
+def _micro_vae() -> CausalVAE:
+    torch.manual_seed(0)
+    return CausalVAE(vae_config("micro")).eval()
+
+
+def test_pixel_warp_identity_is_the_image_latent_and_entering_pixels_are_masked():
+    """No turn: the VAE's own image latent of the frame, every latent pixel fully valid. A yaw turn: the share of
+    valid pixels falls towards the edge content enters from, and where it is 0 the latent is 0."""
+    vae = _micro_vae()
+    frames = torch.rand(2, 3, 1, 2 * H, 2 * W) * 2 - 1                      # 32 x 32 frames, 4 x 4 micro latents
+    k = (F / 4, F / 4, (W / 4 - 1) / 2, (H / 4 - 1) / 2)                    # latent intrinsics of a 4 x 4 grid
+    cond = torch.tensor([*np.eye(4).reshape(16), *k], dtype=torch.float32).expand(2, 1, 20)
+    with torch.no_grad():
+        out = warp_frames(vae, frames, cond, cond)
+        torch.testing.assert_close(out[:, :-1], vae.encode(frames), atol=1e-5, rtol=0)
+        assert torch.all(out[:, -1] == 1)
+        turned = cond.clone()
+        turned[..., :16] = torch.tensor(_rot("yaw", math.radians(40)).reshape(16), dtype=torch.float32)
+        out = warp_frames(vae, frames, cond, turned)
+    share = out[0, -1, 0]                                                   # (4, 4) valid share per latent pixel
+    assert torch.all(share[1:3, 0] == 1) and torch.all(share[:, -1] < 0.5)  # a right turn: content enters right
+    cols = share.mean(0)                                                    # (4,) left to right
+    assert torch.all(cols[:-1] >= cols[1:]) and cols[0] > 0.9 and cols[-1] == 0
+    assert torch.all(out[:, :-1][out[:, -1:].expand_as(out[:, :-1]) == 0] == 0)
+
+
+def test_pixel_sequence_warp_warps_the_decoded_frame_that_ends_the_previous_chunk():
+    """Latent j of a chunk-causal sequence warps raw frame s*(j-1) of the decoded latents (the last frame of the
+    chunk before) and raw frame 0 for the sink; the image latent gets zeros."""
+    vae = _micro_vae()
+    cfg = get_config("micro")
+    lat = torch.randn(1, cfg.in_channels, 3, 4, 4)
+    k = [2.0, 2.0, 1.5, 1.5]
+    poses = [np.eye(4), _rot("yaw", 0.1), _rot("yaw", 0.25)]
+    cond = torch.tensor(np.stack([np.concatenate([p.reshape(16), k]) for p in poses])[None], dtype=torch.float32)
+    with torch.no_grad():
+        out = sequence_warp(lat, cond, [1, 1, 1], sink=True, vae=vae)
+        frames = vae.decode(lat)                                            # (1, 3, 9, 32, 32)
+        s, c = vae.temporal_factor, cfg.in_channels + 1
+        assert out.shape == (1, 2 * c, 3, 4, 4) and torch.all(out[:, :, 0] == 0)
+        for j in (1, 2):
+            prev = warp_frames(vae, frames[:, :, s * (j - 1):s * (j - 1) + 1], cond[:, j - 1:j], cond[:, j:j + 1])
+            sink = warp_frames(vae, frames[:, :, :1], cond[:, :1], cond[:, j:j + 1])
+            torch.testing.assert_close(out[:, :c, j:j + 1], prev, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out[:, c:, j:j + 1], sink, atol=1e-5, rtol=0)
+
+
+def test_pixel_space_model_needs_the_vae_or_a_given_warp():
+    model, vae = micro_model(warp_space="pixel")
+    cfg = model.cfg
+    x = torch.randn(1, cfg.in_channels, 2, *cfg.latent_hw)
+    ts = torch.tensor([[0.0, 1000.0]])
+    cond = torch.zeros(1, 2, 20)
+    cond[..., :16] = torch.eye(4).reshape(16)
+    cond[..., 16:] = torch.tensor([2.0, 2.0, 1.5, 1.5])
+    with pytest.raises(ValueError, match="pixel space"):
+        model.warp_of(x, cond, [1, 1])
+    with pytest.raises(ValueError, match="warp must be"):
+        model(x, ts, cond)
+    with torch.no_grad():
+        warp = model.warp_of(x, cond, [1, 1], vae)
+        assert warp.shape == (1, model.warp_channels, 2, *cfg.latent_hw)
+        assert torch.isfinite(model(x, ts, cond, warp=warp)).all()
+    with pytest.raises(ValueError, match="warp_space"):
+        get_config("micro", warp_space="voxel")
+    assert get_config("tiny64").warp_space == "pixel" and get_config("micro").warp_space == "latent"
+
+
+def test_pixel_streaming_state_carries_the_decoded_frames():
+    """In pixel space the state keeps the last decoded frame and frame 0 (float, not the uint8 output), the step
+    reads them, and a latent-space model keeps none (0 channels, no memory)."""
+    gen = StreamingGenerator(*micro_model(warp_space="pixel"), batch_size=1)
+    first = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
+    state = gen.reset(first, seed=3)
+    torch.testing.assert_close(state.frame, state.frame0)
+    c2w = torch.tensor(_rot("yaw", 0.1)).expand(1, gen.frames_per_step, 4, 4).clone()
+    rgb = gen.step(state, c2w)
+    assert (state.frame[:, :, 0].add(1).mul(127.5).round().permute(0, 2, 3, 1) - rgb[:, -1].float()).abs().max() < 1
+    assert not torch.equal(state.frame, state.frame0)
+    _, a = gen.step(state.clone(), c2w, return_latents=True)
+    for name in ("frame", "frame0"):
+        other = state.clone()
+        getattr(other, name).mul_(-1.0)
+        _, b = gen.step(other, c2w, return_latents=True)
+        assert (a - b).abs().max() > 1e-3, name
+    latent_state = StreamingGenerator.from_pretrained("micro").reset(first, seed=3)
+    assert latent_state.frame.shape[1] == 0 and latent_state.nbytes() < state.nbytes()
+
+
+def test_pixel_streaming_equals_recompute_through_the_vae():
+    gen = StreamingGenerator(*micro_model(warp_space="pixel"), batch_size=2)
+    first = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    state, ref = gen.reset(first, seed=4), RecomputeGenerator(gen)
+    ref.reset(first, seed=4)
+    for i in range(4):
+        c2w = torch.tensor(np.stack([_rot("yaw", 0.05 * (i * 4 + j + 1)) for j in range(4)])).expand(2, 4, 4, 4)
+        _, lat = gen.step(state, c2w.clone(), return_latents=True)
+        want = ref.step(c2w.clone())
+        assert ((lat - want).norm() / want.norm()).item() < 1e-4

@@ -228,3 +228,44 @@ def test_init_from_weights_without_the_warp_branch_starts_it_silent(tmp_path):
     torch.save({"model": sd}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="warp_embedder.proj.bias"):
         load_init(new, str(tmp_path / "partial.pt"))
+
+
+def test_precomputed_pixel_warps_are_what_the_model_would_compute(data, tmp_path):
+    """`model.train.warps` stores, per window, the pixel-space warp inputs of its ground-truth history; a batch
+    (and any prefix of it) hands them to the losses, and the loss is the one computed through the VAE online."""
+    import shutil
+
+    from model.train.latents import load_vae
+    from model.train.warps import Args as WarpArgs
+    from model.train.warps import build_warps
+
+    lat = tmp_path / "lat"
+    shutil.copytree(Path(data[0]).parent, lat)
+    build_warps(WarpArgs(latents=str(lat / "latents.json"), vae=str(data[1]), preset="micro", batch=3, device="cpu",
+                         progress=False))
+    cache = LatentCache.load(lat / "latents.json")
+    cfg = get_config("micro", warp_space="pixel")
+    vae = load_vae(data[1])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    assert cache.warp.dtype == torch.float16 and cache.warp.shape[:3] == (len(cache), model.warp_channels, 3)
+    idx = torch.tensor([3, 0, 2])
+    for t in (2, 3):
+        b = LatentBatch.from_cache(cache, idx, cfg, t, CPU)
+        want = model.warp_of(b.latents, b.cond, [1] * t, vae)
+        torch.testing.assert_close(b.warp, want, atol=2e-2, rtol=1e-2)
+    assert LatentBatch.from_cache(cache, idx, get_config("micro"), 3, CPU).warp is None   # latent space: unused
+    args = _args(data, "unused", objective="x0")
+    rng = lambda: Draws(step_generator(0, 1, 0, 1), step_generator(0, 1, 0, 2))          # noqa: E731
+    from model.train.dit_train import loss_x0
+    with torch.no_grad():
+        cached = float(loss_x0(model, b, args, rng()))
+        online = float(loss_x0(model, LatentBatch(b.latents, b.cond, b.plucker), args, rng(), vae=vae))
+    assert abs(cached - online) < 1e-2 * online
+    with pytest.raises(ValueError, match="pixel space"):
+        loss_x0(model, LatentBatch(b.latents, b.cond, b.plucker), args, rng())
+    both = LatentCache.load(f"{lat / 'latents.json'},{data[0]}")                         # one without warps
+    assert both.warp is None and "warp" not in both.meta
