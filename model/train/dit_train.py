@@ -432,9 +432,9 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
         check_cache(val, cfg, 2, args.val)
     pixel = cfg.warp_condition and cfg.warp_space == "pixel"   # every rank may have to decode and re-encode
     vae = load_vae(args.vae, device=device) if args.vae and (dist.main or pixel) else None
-    if pixel and vae is None and (cache.warp is None or args.objective == "self-forcing"):
-        raise ValueError(f"preset {cfg.name!r} warps in pixel space: pass --vae, and precompute the training "
-                         f"cache's warp inputs with python -m model.train.warps (self-forcing needs --vae anyway)")
+    if pixel and vae is None and (cache.warp is None or args.objective == "self-forcing" or val is not None):
+        raise ValueError(f"preset {cfg.name!r} warps in pixel space: pass --vae (only a run without --val, not "
+                         "self-forcing, on a cache with warp inputs from python -m model.train.warps can do without)")
 
     seed_everything(args.seed)
     model = build_model(cfg, device=device)
