@@ -265,6 +265,9 @@ def test_precomputed_pixel_warps_are_what_the_model_would_compute(data, tmp_path
         cached = float(loss_x0(model, b, args, rng()))
         online = float(loss_x0(model, LatentBatch(b.latents, b.cond, b.plucker), args, rng(), vae=vae))
     assert abs(cached - online) < 1e-2 * online
+    loss_x0(model, LatentBatch(b.latents, b.cond, b.plucker), args, rng(), vae=vae).backward()
+    assert model.warp_embedder.proj.weight.grad is not None                              # the warp is an input...
+    assert all(p.grad is None for p in vae.parameters())                                 # ...not a path to the VAE
     with pytest.raises(ValueError, match="pixel space"):
         loss_x0(model, LatentBatch(b.latents, b.cond, b.plucker), args, rng())
     both = LatentCache.load(f"{lat / 'latents.json'},{data[0]}")                         # one without warps
