@@ -81,6 +81,11 @@ class WorldModelConfig:
         return self.hidden_size // self.num_heads
 
     @property
+    def warps_pixels(self) -> bool:
+        """Warp-conditioned in pixel space: the warp needs the VAE (and the state keeps decoded frames)."""
+        return self.warp_condition and self.warp_space == "pixel"
+
+    @property
     def latent_hw(self) -> tuple[int, int]:
         return self.height // self.vae_spatial, self.width // self.vae_spatial
 

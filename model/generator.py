@@ -175,7 +175,7 @@ class StreamingGenerator:
                 bc.k_tail = torch.zeros(b, cfg.conv_kernel - 1, s, c, device=dev, dtype=dt)
             blocks.append(bc)
         lat_h, lat_w = cfg.latent_hw
-        pix = 3 if cfg.warp_condition and cfg.warp_space == "pixel" else 0   # decoded frames kept only to warp them
+        pix = 3 if cfg.warps_pixels else 0   # decoded frames kept only to warp them
         eye = torch.eye(4, dtype=torch.float64, device=dev).repeat(b, 1, 1)
         y, m = self.model.null_caption(b)
         return WorldState(
@@ -355,7 +355,7 @@ class StreamingGenerator:
         poses = [prev, eye.expand(b, 1, 16)][:n]
         cond_src = torch.cat([torch.cat([p.expand(b, tc, 16), cond[..., 16:]], -1) for p in poses])  # (nB, T_c, 20)
         cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
-        if cfg.warp_space == "pixel":
+        if cfg.warps_pixels:
             src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
             out = warp_frames(self.vae, src, cond_src, cond_dst).to(state.latent.dtype)
         else:

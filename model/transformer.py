@@ -281,7 +281,7 @@ class SanaWMTransformer(nn.Module):
         if camera_conditions is None:
             b, _, t, h, w = latents.shape
             return latents.new_zeros(b, self.warp_channels, t, h, w)
-        pixel = self.cfg.warp_space == "pixel"
+        pixel = self.cfg.warps_pixels
         if pixel and vae is None:
             raise ValueError("this model warps in pixel space (warp_space='pixel'): pass vae= to warp_of, or pass "
                              "warp= to forward")
@@ -335,7 +335,7 @@ class SanaWMTransformer(nn.Module):
             raise ValueError(f"streaming needs chunks=[T] = [{frames}], stream=(chunk_index, slot_chunk) and one "
                              f"cache per block ({len(self.blocks)})")
         if prepared is None:
-            if warp is None and stream is None and self.cfg.warp_space == "latent":
+            if warp is None and stream is None and not self.cfg.warps_pixels:
                 warp = self.warp_of(latents, camera_conditions, chunks or [frames])
             prepared = self.prepare(frames, camera_conditions, plucker, caption, chunks, frame_offset, stream, b,
                                     latents.device, warp)

@@ -430,7 +430,7 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
     val = LatentCache.load(args.val) if args.val and dist.main else None
     if val is not None:
         check_cache(val, cfg, 2, args.val)
-    pixel = cfg.warp_condition and cfg.warp_space == "pixel"   # every rank may have to decode and re-encode
+    pixel = cfg.warps_pixels   # every rank may have to decode and re-encode
     vae = load_vae(args.vae, device=device) if args.vae and (dist.main or pixel) else None
     if pixel and vae is None and (cache.warp is None or args.objective == "self-forcing" or val is not None):
         raise ValueError(f"preset {cfg.name!r} warps in pixel space: pass --vae (only a run without --val, not "

@@ -215,7 +215,7 @@ class LatentBatch:
         c2w = cache.c2w[idx, :1 + s * (num_latents - 1)].to(device)
         cond, pl = camera_conditioning(cfg, c2w, cache.k_lat[idx].to(device), num_latents)
         warp = None
-        if cfg.warp_condition and cfg.warp_space == "pixel" and getattr(cache, "warp", None) is not None:
+        if cfg.warps_pixels and cache.warp is not None:
             info = cache.meta["warp"]
             if (info["sink"], info["chunk_frames"]) != (cfg.warp_sink, cfg.chunk_frames):
                 raise ValueError(f"the cache's warp inputs were made with sink={info['sink']}, chunk_frames="
