@@ -78,6 +78,8 @@ class StreamingGenerator:
         for blk in self.model.blocks:  # inference: one input matmul per attention instead of seven
             blk.attn.fuse_projections()
         self.vae = vae.to(self.device).eval()
+        # The encoder's state after the pad frames of every image (weights only): images encode from it.
+        self._prefix = self.vae.image_prefix(cfg.height, cfg.width)
         self.batch_size = int(batch_size)
         self.sampler = sampler
         self.render = dict(render or {})   # how the training frames were rendered (checkpoint metadata)
@@ -316,7 +318,7 @@ class StreamingGenerator:
             sub.caption.copy_(cap)
         # The image latent is chunk 0: one clean pass writes the caches; the VAE cache is primed with it.
         x = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]   # (M, 3, 1, H, W)
-        z0 = self.vae.encode(x).to(self.dtype)                                   # (M, C, 1, h, w)
+        z0 = self.vae.encode_image(x, self._prefix).to(self.dtype)               # (M, C, 1, h, w)
         cond, pl = self._first_camera(m, self._k_lat(k))
         warp = None if not self.cfg.warp_condition else z0.new_zeros(m, self.model.warp_channels, *z0.shape[2:])
         self._forward(sub, z0, torch.zeros(m, 1, device=self.device), self._prepare(sub, 1, cond, pl, warp),
@@ -357,7 +359,7 @@ class StreamingGenerator:
         cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
         if cfg.warps_pixels:
             src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
-            out = warp_frames(self.vae, src, cond_src, cond_dst).to(state.latent.dtype)
+            out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix).to(state.latent.dtype)
         else:
             src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
             out = warp_latents(src, cond_src, cond_dst)

@@ -110,6 +110,17 @@ def vae_config(name: str) -> CausalVAEConfig:
 
 
 @dataclass
+class ImagePrefix:
+    """The encoder's stream state after the pad frames in front of every first frame (`CausalVAE.image_prefix`),
+    batch 1: per-conv tails and per-stride carries. Derived from the weights, never written by `encode_image`."""
+
+    tails: list[torch.Tensor]
+    carries: list[torch.Tensor]
+    height: int
+    width: int
+
+
+@dataclass
 class VAEDecoderCache:
     """Everything the streaming decoder carries between latent frames, preallocated for one batch and grid.
 
@@ -284,7 +295,12 @@ class Upsample(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Front-padded frames (B, tf*T, H, W, 3) -> raw latents (B, T, H/s, W/s, C_lat), frame-major channels-last."""
+    """Front-padded frames (B, tf*T, H, W, 3) -> raw latents (B, T, H/s, W/s, C_lat), frame-major channels-last.
+
+    Passing `tails` and `carries` streams: every causal conv continues from its tail, and every time-striding step
+    (the stem and each Downsample) first prepends its carry, the frames that did not fill a group last time, and
+    keeps the new leftovers. Any split of a clip into pieces then gives the whole clip's latents (`image_prefix`).
+    """
 
     def __init__(self, cfg: CausalVAEConfig):
         super().__init__()
@@ -297,16 +313,41 @@ class Encoder(nn.Module):
         self.downs = nn.ModuleList(Downsample(c[i], c[i + 1], ft) for i, ft in enumerate(cfg.level_temporal_strides))
         self.norm_out = ChannelRMSNorm(c[-1], cfg.norm_eps)
         self.conv_out = CausalConv(c[-1], cfg.latent_channels, 1)
+        # Stream layout: one tail per causal conv with k_t > 1, in module order: (k_t - 1, channels, downscale);
+        # one carry per time stride: (stride, channels, downscale) of the frames it groups.
+        scale = {id(self.conv_in): cfg.patch_size}
+        for i, blocks in enumerate(self.levels):
+            scale.update({id(block.conv1): cfg.patch_size * 2**i for block in blocks})
+        self.tail_spec: list[tuple[int, int, int]] = []
+        for m in self.modules():
+            if isinstance(m, CausalConv) and m.kernel_t > 1:
+                m.slot = len(self.tail_spec)
+                self.tail_spec.append((m.kernel_t - 1, m.in_channels, scale[id(m)]))
+        self.carry_spec = [(cfg.patch_size_t, cfg.in_channels, 1)] + [
+            (ft, c[i], cfg.patch_size * 2**i) for i, ft in enumerate(cfg.level_temporal_strides)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tails: Sequence[torch.Tensor] | None = None,
+                carries: list[torch.Tensor] | None = None) -> torch.Tensor:
         cfg = self.cfg
-        h = self.conv_in(space_to_depth(x, cfg.patch_size_t, cfg.patch_size))   # (B, T', H/p, W/p, c0)
+        x = _regroup(x, cfg.patch_size_t, carries, 0)
+        h = self.conv_in(space_to_depth(x, cfg.patch_size_t, cfg.patch_size), tails)  # (B, T', H/p, W/p, c0)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
-                h = block(h)
+                h = block(h, tails)
             if i < len(self.downs):
-                h = self.downs[i](h)
+                h = self.downs[i](_regroup(h, self.downs[i].ft, carries, i + 1))
         return self.conv_out(F.silu(self.norm_out(h))) + group_mean(h, cfg.latent_channels)
+
+
+def _regroup(x: torch.Tensor, ft: int, carries: list[torch.Tensor] | None, i: int) -> torch.Tensor:
+    """Before a time stride of ft when streaming: prepend carries[i] and keep the frames past the last whole group
+    as the new carries[i]. (B, T, ...) -> (B, ft * n, ...)."""
+    if carries is None:
+        return x
+    x = torch.cat([carries[i], x], dim=1)                          # (B, r + T, ...)
+    whole = x.shape[1] - x.shape[1] % ft
+    carries[i] = x[:, whole:]
+    return x[:, :whole]
 
 
 class Decoder(nn.Module):
@@ -418,6 +459,40 @@ class CausalVAE(nn.Module):
         x = x.permute(0, 2, 3, 4, 1)                                  # (B, F, H, W, 3): frame-major, channels-last
         x = F.pad(x, (0, 0, 0, 0, 0, 0, self.temporal_factor - 1, 0))  # (B, tf*(1+k), H, W, 3): first frame alone
         z = self.encoder(x).permute(0, 4, 1, 2, 3).contiguous()       # (B, C, 1+k, h, w)
+        return self.normalize_latents(z) if normalize else z
+
+    def image_prefix(self, height: int, width: int) -> ImagePrefix:
+        """The encoder's stream state after the tf - 1 pad frames that precede every first frame: a function of the
+        weights alone (batch 1). Why: `encode` of an image runs 4 frames at the finest level where 1 is the image;
+        streaming the image from this state costs about a third (`encode_image`). Recompute it after the weights
+        change."""
+        p = next(self.parameters())
+        tails = [torch.zeros(1, k, height // s, width // s, ch, device=p.device, dtype=p.dtype)
+                 for k, ch, s in self.encoder.tail_spec]
+        carries = [torch.zeros(1, 0, height // s, width // s, ch, device=p.device, dtype=p.dtype)
+                   for _, ch, s in self.encoder.carry_spec]
+        pad = torch.zeros(1, self.temporal_factor - 1, height, width, self.config.in_channels, device=p.device,
+                          dtype=p.dtype)
+        with torch.no_grad():
+            z = self.encoder(pad, tails, carries)
+        if z.shape[1] != 0:
+            raise RuntimeError(f"the pad frames must not complete a latent, got {z.shape[1]}")
+        return ImagePrefix(tails, carries, height, width)
+
+    def encode_image(self, x: torch.Tensor, prefix: ImagePrefix | None = None, normalize: bool = True) -> torch.Tensor:
+        """Single frames (B, 3, 1, H, W) -> latents (B, C, 1, h, w): `encode` of each as a clip of one frame, by
+        streaming it from `image_prefix` (given, or computed here at batch 1). Equal to `encode` to float round-off."""
+        self._check_frames_shape(tuple(x.shape))
+        b, _, f, hgt, wid = x.shape
+        if f != 1:
+            raise ValueError(f"encode_image takes single frames (B, 3, 1, H, W), got {tuple(x.shape)}")
+        prefix = self.image_prefix(hgt, wid) if prefix is None else prefix
+        if (prefix.height, prefix.width) != (hgt, wid):
+            raise ValueError(f"prefix was made for {prefix.height}x{prefix.width} frames, got {hgt}x{wid}")
+        tails = [t.expand(b, *t.shape[1:]).clone() for t in prefix.tails]   # written by the convs: per call
+        carries = [c.expand(b, *c.shape[1:]) for c in prefix.carries]        # replaced, never written
+        z = self.encoder(x.permute(0, 2, 3, 4, 1), tails, carries)          # (B, 1, h, w, C)
+        z = z.permute(0, 4, 1, 2, 3).contiguous()                           # (B, C, 1, h, w)
         return self.normalize_latents(z) if normalize else z
 
     def decode(self, z: torch.Tensor, normalized: bool = True, clamp: bool = True) -> torch.Tensor:
@@ -560,6 +635,14 @@ class LTX2VAE(nn.Module):
                              f"got {tuple(x.shape)}")
         z = self.vae.encode(x).latent_dist.mode()          # (B, C, 1 + k, H/s, W/s)
         return self.normalize_latents(z) if normalize else z
+
+    def image_prefix(self, height: int, width: int) -> None:
+        """No streaming encoder here: `encode_image` encodes whole one-frame clips."""
+        return None
+
+    def encode_image(self, x: torch.Tensor, prefix: None = None, normalize: bool = True) -> torch.Tensor:
+        """Single frames (B, 3, 1, H, W) -> latents (B, C, 1, h, w), as `encode`."""
+        return self.encode(x, normalize)
 
     def decode(self, z: torch.Tensor, normalized: bool = True, clamp: bool = True) -> torch.Tensor:
         """Latents (B, C, T, h, w) -> frames (B, 3, 1 + tf*(T-1), h*s, w*s)."""

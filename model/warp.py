@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from .camera import scale_intrinsics
 
 if TYPE_CHECKING:
-    from .vae import CausalVAE
+    from .vae import CausalVAE, ImagePrefix
 
 __all__ = ["warp_grid", "warp_latents", "warp_frames", "sequence_warp"]
 
@@ -95,10 +95,12 @@ def warp_latents(src: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tens
     return _stack(out, valid, b, t).to(src.dtype)
 
 
-def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor) -> torch.Tensor:
+def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor,
+                prefix: ImagePrefix | None = None) -> torch.Tensor:
     """Pixel space: frames [B, 3, T, H, W] in [-1, 1] seen from cond_src [B, T, 20] (latent intrinsics, as
     everywhere), warped into cond_dst's views at frame resolution and encoded alone -> [B, C + 1, T, h, w] (the
-    normalised latents, 0 where no pixel of the source lands; then the valid share of each latent pixel)."""
+    normalised latents, 0 where no pixel of the source lands; then the valid share of each latent pixel).
+    prefix: the VAE's `image_prefix` for this frame size, if the caller keeps one (else computed per call)."""
     b, _, t, fh, fw = frames.shape
     s = vae.spatial_factor
     lat_hw = (fh // s, fw // s)
@@ -107,7 +109,7 @@ def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, co
         return torch.cat([c[..., :16], scale_intrinsics(c[..., 16:20], lat_hw, (fh, fw))], -1)
 
     out, valid = _sample(frames, to_px(cond_src), to_px(cond_dst))                     # (BT, 3, H, W), (BT, 1, H, W)
-    z = vae.encode(out[:, :, None])[:, :, 0]                                           # (BT, C, h, w)
+    z = vae.encode_image(out[:, :, None], prefix)[:, :, 0]                             # (BT, C, h, w)
     share = F.avg_pool2d(valid, s)                                                     # (BT, 1, h, w)
     return _stack(z * (share > 0), share, b, t)
 

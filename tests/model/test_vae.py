@@ -127,6 +127,34 @@ def test_streaming_matches_full_for_other_layouts():
         assert (_stream(vae, z, vae.init_decoder_cache(2, 2, 3)) - full).abs().max() < TOL
 
 
+@pytest.mark.parametrize("config", [
+    vae_config("micro"), vae_config("tiny"),
+    CausalVAEConfig(latent_channels=4, block_out_channels=(8, 16, 16, 16), blocks_per_level=(1, 0, 1, 1),
+                    temporal_kernels=(2, 1, 3, 4), temporal_factor=4),               # temporal stem: a stem carry
+    CausalVAEConfig(latent_channels=4, block_out_channels=(8, 16, 16), blocks_per_level=(1, 1, 2),
+                    temporal_kernels=(3, 3, 2), temporal_factor=8)])                  # temporal convs everywhere
+def test_encode_image_from_the_pad_prefix_equals_encode(config):
+    """The fast image encode (stream one frame from the state after the pad frames) against the naive one (the
+    whole padded clip), with the prefix given and computed; the prefix is not written."""
+    vae = _vae(config=config)
+    with torch.no_grad():
+        for p in vae.parameters():   # away from init, so the pad frames' activations are far from zero
+            p.add_(torch.randn_like(p) * 0.05)
+        x = _frames(3, 1, 32, 48, seed=1)
+        want = vae.encode(x)
+        prefix = vae.image_prefix(32, 48)
+        before = [t.clone() for t in prefix.tails + prefix.carries]
+        assert (vae.encode_image(x, prefix) - want).abs().max() < TOL
+        assert (vae.encode_image(x[1:2], prefix) - want[1:2]).abs().max() < TOL
+        assert (vae.encode_image(x) - want).abs().max() < TOL
+        assert all(torch.equal(a, b) for a, b in zip(before, prefix.tails + prefix.carries))
+        assert (vae.encode_image(x, normalize=False) - vae.encode(x, normalize=False)).abs().max() < TOL
+    with pytest.raises(ValueError, match="single frames"):
+        vae.encode_image(_frames(1, 1 + config.temporal_factor, 32, 48))
+    with pytest.raises(ValueError, match="prefix was made for 32x48 frames, got 48x32"):
+        vae.encode_image(_frames(1, 1, 48, 32), prefix)
+
+
 def test_first_step_without_flag_returns_pad_slots_then_frame_zero():
     vae = _vae()
     z = _latents(2, vae.latent_channels, 1, 3, 5)
