@@ -54,10 +54,14 @@ class WorldModelConfig:
     warp_sink: bool = False           # ...and the image latent (the sink) reprojected into every new view
     warp_space: str = "latent"        # "latent": bilinear in the latent grid; "pixel": decoded frames warped and
     #                                   re-encoded by the VAE (exact sub-pixel motion, one image encode per source)
+    warp_skip: bool = False           # the x0 estimate is pulled toward each warped source where it is valid, by a
+    #                                   learned per-channel gate (zero at init): x0 += sigma g m (warp - x0)
 
     def __post_init__(self):
         if self.warp_sink and not self.warp_condition:
             raise ValueError("warp_sink needs warp_condition")
+        if self.warp_skip and not self.warp_condition:
+            raise ValueError("warp_skip needs warp_condition")
         if self.warp_space not in ("latent", "pixel"):
             raise ValueError(f"warp_space must be 'latent' or 'pixel', got {self.warp_space!r}")
         if self.hidden_size % self.num_heads:
@@ -134,7 +138,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel",
+        warp_space="pixel", warp_skip=True,
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
@@ -144,7 +148,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel",
+        warp_space="pixel", warp_skip=True,
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
@@ -152,6 +156,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=16, caption_len=4, height=32, width=32, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=2, vae="micro",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
+        warp_skip=True,
     ),
 }
 

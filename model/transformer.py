@@ -26,8 +26,10 @@ from .rope import rope_at
 from .state import BlockCache
 from .warp import sequence_warp
 
-# prepare()'s result: attention context, Plücker embedding, caption tokens (per-block K/V at inference), warp embedding
-Prepared = tuple[AttnContext, "torch.Tensor | None", "torch.Tensor | list", "torch.Tensor | None"]
+# prepare()'s result: attention context, Plücker embedding, caption tokens (per-block K/V at inference), warp embedding,
+# and the warp input itself for the output skip (warp_skip models; else None)
+Prepared = tuple[AttnContext, "torch.Tensor | None", "torch.Tensor | list", "torch.Tensor | None",
+                 "torch.Tensor | None"]
 
 
 def _rope_heads(*args, **kwargs) -> torch.Tensor:
@@ -112,6 +114,8 @@ class SanaWMTransformer(nn.Module):
             self.warp_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
         if cfg.warp_sink:
             self.sink_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
+        if cfg.warp_skip:  # per source and latent channel; zero = no skip (see `_skip`)
+            self.warp_gate = nn.Parameter(torch.zeros(1 + int(cfg.warp_sink), cfg.in_channels))
         self.gradient_checkpointing = False
         self.initialize_weights()
 
@@ -138,6 +142,8 @@ class SanaWMTransformer(nn.Module):
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self.cfg.warp_skip:
+            nn.init.zeros_(self.warp_gate)
 
     def null_caption(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.y_embedder.y_embedding[None].expand(batch, -1, -1)
@@ -257,7 +263,7 @@ class SanaWMTransformer(nn.Module):
         y = self.attention_y_norm(self.y_embedder(caption.to(dtype)))    # (B, L, C)
         if not self.training:  # per-block caption keys / values, shared by every pass
             y = [blk.cross_attn.keys_values(y) for blk in self.blocks]
-        warp_emb = None
+        warp_emb = skip = None
         if self.cfg.warp_condition:
             cw = self.cfg.in_channels + 1
             want = (batch, self.warp_channels, frames, *self.cfg.latent_hw)
@@ -268,7 +274,8 @@ class SanaWMTransformer(nn.Module):
             warp_emb = self.warp_embedder(warp[:, :cw])                    # (B, N, C)
             if self.cfg.warp_sink:
                 warp_emb = warp_emb + self.sink_embedder(warp[:, cw:])
-        return ctx, plucker_emb, y, warp_emb
+            skip = warp if self.cfg.warp_skip else None
+        return ctx, plucker_emb, y, warp_emb, skip
 
     def warp_of(self, latents: torch.Tensor, camera_conditions: torch.Tensor | None,
                 chunks: list[int], vae=None) -> torch.Tensor | None:
@@ -339,7 +346,7 @@ class SanaWMTransformer(nn.Module):
                 warp = self.warp_of(latents, camera_conditions, chunks or [frames])
             prepared = self.prepare(frames, camera_conditions, plucker, caption, chunks, frame_offset, stream, b,
                                     latents.device, warp)
-        ctx, plucker_emb, y, warp_emb = prepared
+        ctx, plucker_emb, y, warp_emb, skip = prepared
         if warp_emb is not None:
             x = x + warp_emb
         if caption_mask is None:
@@ -357,7 +364,23 @@ class SanaWMTransformer(nn.Module):
             else:
                 x = blk(x, yi, caption_mask, t0, ctx, plucker_emb, bc, write)
         # 3. Output.
-        return self.unpatchify(self.final_layer(x, t), frames)
+        v = self.unpatchify(self.final_layer(x, t), frames)               # (B, C_lat, T, h, w)
+        return v if skip is None else self._skip(v, latents, timestep, skip)
+
+    def _skip(self, v: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor,
+              warp: torch.Tensor) -> torch.Tensor:
+        """The output skip of `warp_skip` models: the x0 estimate x0 = x - sigma v moves toward each warped source by
+        sigma * gate * validity, i.e. v += gate * validity * (x0 - warp), with no division by sigma. Why: where the
+        view only turned, the warp is the answer (a warp-only rollout turns the right way in 0.98-1.00 of steps), and
+        a gate lets the model copy it instead of rebuilding it through 8 blocks; at small sigma the noisy latent
+        itself knows better, so the pull fades with sigma. warp: [B, S*(C+1), T, h, w], S sources."""
+        c = self.cfg.in_channels
+        sigma = (timestep.long().float() / 1000.0).to(v.dtype)[:, None, :, None, None]   # (B, 1, T, 1, 1)
+        x0 = latents.to(v.dtype) - sigma * v
+        for s in range(self.warp_gate.shape[0]):
+            src = warp[:, s * (c + 1):(s + 1) * (c + 1)]                 # (B, C+1, T, h, w)
+            v = v + self.warp_gate[s].view(1, c, 1, 1, 1) * src[:, c:] * (x0 - src[:, :c])
+        return v
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -171,8 +171,9 @@ def cosine_lr(step: int, base: float, warmup: int, total: int, min_ratio: float 
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group at `lr` times its own "lr_scale" (1 unless given)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -127,6 +127,8 @@ class Args(RunArgs):
     """linear warmup steps"""
     ema: float = 0.999
     """EMA decay of the release weights"""
+    gate_lr_scale: float = 30.0
+    """LR multiplier of the warp-skip gates (warp_skip presets): they start at 0 and need to reach ~1"""
     shift: float = 1.0
     """timestep shift of the training sigmas (s > 1: more high-noise training)"""
     logit_mean: float = 0.0
@@ -328,11 +330,13 @@ def objective_loss(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Dr
 def make_optimizer(model: SanaWMTransformer, args: Args) -> torch.optim.AdamW:
     """AdamW; matrices decay, norms / biases / tables do not. Unused checkpoint-layout parameters never get a
     gradient and so are never updated."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n != "warp_gate"]
     decay = [p for n, p in params if p.dim() > 1 and "scale_shift_table" not in n]
     rest = [p for n, p in params if not (p.dim() > 1 and "scale_shift_table" not in n)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99))
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if model.cfg.warp_skip:  # a few gains in [0, ~1.5]: Adam moves them lr per step
+        groups.append({"params": [model.warp_gate], "weight_decay": 0.0, "lr_scale": args.gate_lr_scale})
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99))
 
 
 def train_step(model: SanaWMTransformer, opt: torch.optim.Optimizer, b: LatentBatch, args: Args, rng: Draws,
@@ -387,20 +391,20 @@ def check_cache(cache: LatentCache, cfg: WorldModelConfig, longest: int, name: s
 
 def load_init(model: SanaWMTransformer, path: str) -> None:
     """Weights from one of our safetensors or a last.pt (its EMA if present). A model that adds a warp branch
-    (previous frame or sink) to weights trained without it starts with that branch silent (zeros)."""
+    (previous frame, sink, output skip) to weights trained without it starts with that branch silent (zeros)."""
     if str(path).endswith(".pt"):
         state = load_state(path)
         sd = state.get("ema") or state["model"]
     else:
         sd, _ = read_state_dict(path)
-    absent = [m for m in ("warp_embedder", "sink_embedder")
-              if hasattr(model, m) and not any(k.startswith(m + ".") for k in sd)]
-    load_into(model, sd, optional=tuple(f"{m}.proj.{p}" for m in absent for p in ("weight", "bias")),
-              source=str(path))
+    keys = {"warp_embedder": ("warp_embedder.proj.weight", "warp_embedder.proj.bias"),
+            "sink_embedder": ("sink_embedder.proj.weight", "sink_embedder.proj.bias"), "warp_gate": ("warp_gate",)}
+    absent = [m for m in keys if hasattr(model, m) and not any(k in sd for k in keys[m])]
+    load_into(model, sd, optional=tuple(k for m in absent for k in keys[m]), source=str(path))
     with torch.no_grad():
         for m in absent:
-            for p in getattr(model, m).parameters():
-                p.zero_()
+            for k in keys[m]:
+                model.get_parameter(k).zero_()
 
 
 def train(args: Args, on_step=None) -> Path:

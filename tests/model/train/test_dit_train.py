@@ -207,7 +207,8 @@ def test_init_from_weights_without_the_warp_branch_starts_it_silent(tmp_path):
     from model.train.dit_train import load_init
 
     torch.manual_seed(0)
-    for old_cfg in (dict(warp_condition=False, warp_sink=False), dict(warp_sink=False)):
+    for old_cfg in (dict(warp_condition=False, warp_sink=False, warp_skip=False),
+                    dict(warp_sink=False, warp_skip=False), dict(warp_skip=False)):
         old = build_model(get_config("micro", **old_cfg))
         with torch.no_grad():
             for p in old.parameters():
@@ -217,8 +218,10 @@ def test_init_from_weights_without_the_warp_branch_starts_it_silent(tmp_path):
         with torch.no_grad():
             new.warp_embedder.proj.weight.fill_(1.0)
             new.sink_embedder.proj.weight.fill_(1.0)
+            new.warp_gate.fill_(1.0)
         load_init(new, str(path))
-        assert torch.all(new.sink_embedder.proj.weight == 0)
+        assert torch.all(new.warp_gate == 0)
+        assert torch.all(new.sink_embedder.proj.weight == 0) == (not old.cfg.warp_sink)
         assert torch.all(new.warp_embedder.proj.weight == 0) == (not old.cfg.warp_condition)
         sd = new.state_dict()
         assert all(torch.equal(sd[k], v) for k, v in old.state_dict().items())
@@ -267,8 +270,25 @@ def test_precomputed_pixel_warps_are_what_the_model_would_compute(data, tmp_path
     assert abs(cached - online) < 1e-2 * online
     loss_x0(model, LatentBatch(b.latents, b.cond, b.plucker), args, rng(), vae=vae).backward()
     assert model.warp_embedder.proj.weight.grad is not None                              # the warp is an input...
+    assert model.warp_gate.grad.abs().sum() > 0                                          # ...and a skip to the output
     assert all(p.grad is None for p in vae.parameters())                                 # ...not a path to the VAE
     with pytest.raises(ValueError, match="pixel space"):
         loss_x0(model, LatentBatch(b.latents, b.cond, b.plucker), args, rng())
     both = LatentCache.load(f"{lat / 'latents.json'},{data[0]}")                         # one without warps
     assert both.warp is None and "warp" not in both.meta
+
+
+def test_warp_gates_train_at_their_own_lr_scale(tmp_path):
+    from model.train.common import set_lr
+    from model.train.dit_train import make_optimizer
+
+    model = build_model(get_config("micro"))
+    opt = make_optimizer(model, _args((tmp_path, tmp_path), "unused", gate_lr_scale=30.0))
+    set_lr(opt, 1e-4)
+    gates = [g for g in opt.param_groups if any(p is model.warp_gate for p in g["params"])]
+    assert len(gates) == 1 and len(gates[0]["params"]) == 1 and gates[0]["lr"] == pytest.approx(3e-3)
+    assert all(g["lr"] == pytest.approx(1e-4) for g in opt.param_groups if g is not gates[0])
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert len(make_optimizer(build_model(get_config("micro", warp_skip=False)), _args((tmp_path, tmp_path),
+                                                                                        "unused")).param_groups) == 2
