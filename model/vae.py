@@ -110,11 +110,21 @@ def vae_config(name: str) -> CausalVAEConfig:
 
 
 @dataclass
+class FrozenTail:
+    """A causal conv's past that never changes (the pad frames before an image), folded into its output once: with
+    it the conv runs only its current-frame tap on a single new frame. Derived from the weights."""
+
+    out: torch.Tensor       # (1, 1, H, W, C_out): the past taps applied to the past, plus the bias
+    weight: torch.Tensor    # (C_out, k_s, k_s, C_in): the current frame's tap
+
+
+@dataclass
 class ImagePrefix:
     """The encoder's stream state after the pad frames in front of every first frame (`CausalVAE.image_prefix`),
-    batch 1: per-conv tails and per-stride carries. Derived from the weights, never written by `encode_image`."""
+    batch 1: per-conv frozen tails and per-stride carries. Derived from the weights, never written by
+    `encode_image`."""
 
-    tails: list[torch.Tensor]
+    tails: list[FrozenTail]
     carries: list[torch.Tensor]
     height: int
     width: int
@@ -215,21 +225,38 @@ class CausalConv(nn.Module):
         nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
         self.slot = -1
 
-    def forward(self, x: torch.Tensor, tails: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tails: Sequence[torch.Tensor | FrozenTail] | None = None) -> torch.Tensor:
         # x: (B, T, H, W, C) -> (B, T, H, W, C_out)
-        b, t = x.shape[:2]
+        t = x.shape[1]
         k = self.kernel_t - 1
         if k:
-            if tails is None:
+            tail = None if tails is None else tails[self.slot]
+            if isinstance(tail, FrozenTail):  # a constant past: only the current frame's tap is left to run
+                if t != 1:
+                    raise ValueError(f"a frozen tail continues with exactly one frame, got {t}")
+                return self._conv(x, tail.weight, None) + tail.out
+            if tail is None:
                 xp = F.pad(x, (0, 0, 0, 0, 0, 0, k, 0))             # (B, k + T, H, W, C), zeros before frame 0
             else:
-                tail = tails[self.slot]                              # (B, k, H, W, C)
                 xp = torch.cat([tail, x], dim=1)                     # (B, k + T, H, W, C)
                 tail.copy_(xp[:, -k:])
             x = torch.cat([xp[:, j:j + t] for j in range(k + 1)], dim=-1)  # (B, T, H, W, k_t*C)
-        y = F.conv2d(x.flatten(0, 1).permute(0, 3, 1, 2), self.weight.permute(0, 3, 1, 2), self.bias,
+        return self._conv(x, self.weight, self.bias)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        # x: (B, T, H, W, C') with weight (C_out, k_s, k_s, C') -> (B, T, H, W, C_out)
+        b, t = x.shape[:2]
+        y = F.conv2d(x.flatten(0, 1).permute(0, 3, 1, 2), weight.permute(0, 3, 1, 2), bias,
                      padding=self.padding)                           # (B*T, C_out, H, W), channels-last strides
         return y.permute(0, 2, 3, 1).unflatten(0, (b, t))
+
+    @torch.no_grad()
+    def freeze(self, tail: torch.Tensor) -> FrozenTail:
+        """Fold a constant past (1, k_t - 1, H, W, C) into the output: the past taps applied to it, plus the bias."""
+        k = self.kernel_t - 1
+        xp = torch.cat([tail, torch.zeros_like(tail[:, :1])], dim=1)            # (1, k + 1, H, W, C): no present
+        past = self._conv(torch.cat([xp[:, j:j + 1] for j in range(k + 1)], dim=-1), self.weight, self.bias)
+        return FrozenTail(past, self.weight[..., k * self.in_channels:].contiguous())
 
 
 class ResBlock(nn.Module):
@@ -319,10 +346,12 @@ class Encoder(nn.Module):
         for i, blocks in enumerate(self.levels):
             scale.update({id(block.conv1): cfg.patch_size * 2**i for block in blocks})
         self.tail_spec: list[tuple[int, int, int]] = []
+        self.temporal_convs: list[CausalConv] = []   # by slot (a plain list: not registered twice)
         for m in self.modules():
             if isinstance(m, CausalConv) and m.kernel_t > 1:
                 m.slot = len(self.tail_spec)
                 self.tail_spec.append((m.kernel_t - 1, m.in_channels, scale[id(m)]))
+                self.temporal_convs.append(m)
         self.carry_spec = [(cfg.patch_size_t, cfg.in_channels, 1)] + [
             (ft, c[i], cfg.patch_size * 2**i) for i, ft in enumerate(cfg.level_temporal_strides)]
 
@@ -463,9 +492,9 @@ class CausalVAE(nn.Module):
 
     def image_prefix(self, height: int, width: int) -> ImagePrefix:
         """The encoder's stream state after the tf - 1 pad frames that precede every first frame: a function of the
-        weights alone (batch 1). Why: `encode` of an image runs 4 frames at the finest level where 1 is the image;
-        streaming the image from this state costs about a third (`encode_image`). Recompute it after the weights
-        change."""
+        weights alone (batch 1). Why: `encode` of an image runs 4 frames at the finest level where 1 is the image,
+        and every temporal conv runs all its taps where all but one see constants; from this state the image runs
+        once per level and one tap per conv (`encode_image`). Recompute it after the weights change."""
         p = next(self.parameters())
         tails = [torch.zeros(1, k, height // s, width // s, ch, device=p.device, dtype=p.dtype)
                  for k, ch, s in self.encoder.tail_spec]
@@ -475,9 +504,10 @@ class CausalVAE(nn.Module):
                           dtype=p.dtype)
         with torch.no_grad():
             z = self.encoder(pad, tails, carries)
-        if z.shape[1] != 0:
-            raise RuntimeError(f"the pad frames must not complete a latent, got {z.shape[1]}")
-        return ImagePrefix(tails, carries, height, width)
+            if z.shape[1] != 0:
+                raise RuntimeError(f"the pad frames must not complete a latent, got {z.shape[1]}")
+            frozen = [conv.freeze(tail) for conv, tail in zip(self.encoder.temporal_convs, tails)]
+        return ImagePrefix(frozen, carries, height, width)
 
     def encode_image(self, x: torch.Tensor, prefix: ImagePrefix | None = None, normalize: bool = True) -> torch.Tensor:
         """Single frames (B, 3, 1, H, W) -> latents (B, C, 1, h, w): `encode` of each as a clip of one frame, by
@@ -489,9 +519,8 @@ class CausalVAE(nn.Module):
         prefix = self.image_prefix(hgt, wid) if prefix is None else prefix
         if (prefix.height, prefix.width) != (hgt, wid):
             raise ValueError(f"prefix was made for {prefix.height}x{prefix.width} frames, got {hgt}x{wid}")
-        tails = [t.expand(b, *t.shape[1:]).clone() for t in prefix.tails]   # written by the convs: per call
-        carries = [c.expand(b, *c.shape[1:]) for c in prefix.carries]        # replaced, never written
-        z = self.encoder(x.permute(0, 2, 3, 4, 1), tails, carries)          # (B, 1, h, w, C)
+        carries = [c.expand(b, *c.shape[1:]) for c in prefix.carries]        # replaced in this list, never written
+        z = self.encoder(x.permute(0, 2, 3, 4, 1), prefix.tails, carries)   # (B, 1, h, w, C)
         z = z.permute(0, 4, 1, 2, 3).contiguous()                           # (B, C, 1, h, w)
         return self.normalize_latents(z) if normalize else z
 
