@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 
@@ -56,12 +57,16 @@ class WorldModelConfig:
     #                                   re-encoded by the VAE (exact sub-pixel motion, one image encode per source)
     warp_skip: bool = False           # the x0 estimate is pulled toward each warped source where it is valid, by a
     #                                   learned per-channel gate (zero at init): x0 += sigma g m (warp - x0)
+    warp_skip_range: float = 0.0      # metres: the sink's pull fades as exp(-d / range) with the camera's distance d
+    #                                   from frame 0 (a rotation-only warp is wrong once the camera moved); 0 = no fade
 
     def __post_init__(self):
         if self.warp_sink and not self.warp_condition:
             raise ValueError("warp_sink needs warp_condition")
         if self.warp_skip and not self.warp_condition:
             raise ValueError("warp_skip needs warp_condition")
+        if not (self.warp_skip_range >= 0.0 and math.isfinite(self.warp_skip_range)):
+            raise ValueError(f"warp_skip_range must be a finite number of metres >= 0, got {self.warp_skip_range}")
         if self.warp_space not in ("latent", "pixel"):
             raise ValueError(f"warp_space must be 'latent' or 'pixel', got {self.warp_space!r}")
         if self.hidden_size % self.num_heads:
@@ -138,7 +143,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True,
+        warp_space="pixel", warp_skip=True, warp_skip_range=0.1,
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
@@ -148,7 +153,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True,
+        warp_space="pixel", warp_skip=True, warp_skip_range=0.1,
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),

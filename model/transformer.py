@@ -29,7 +29,7 @@ from .state import BlockCache
 from .warp import sequence_warp
 
 # prepare()'s result: attention context, Plücker embedding, caption tokens (per-block K/V at inference), warp embedding,
-# and the warp input itself for the output skip (warp_skip models; else None)
+# and the output skip's inputs (warp_skip models; else None): the warp and the sink's fade [B, T] (or None)
 Prepared = tuple[AttnContext, "torch.Tensor | None", "torch.Tensor | list", "torch.Tensor | None",
                  "torch.Tensor | None"]
 
@@ -280,7 +280,8 @@ class SanaWMTransformer(nn.Module):
             warp_emb = self.warp_embedder(warp[:, :cw])                    # (B, N, C)
             if self.cfg.warp_sink:
                 warp_emb = warp_emb + self.sink_embedder(warp[:, cw:])
-            skip = warp if self.cfg.warp_skip else None
+            if self.cfg.warp_skip:
+                skip = (warp, self._sink_fade(camera_conditions))
         return ctx, plucker_emb, y, warp_emb, skip
 
     def warp_of(self, latents: torch.Tensor, camera_conditions: torch.Tensor | None,
@@ -375,23 +376,34 @@ class SanaWMTransformer(nn.Module):
         y = self.final_layer.features(x, t)                                # (B, N, C)
         v = self.unpatchify(self.final_layer.linear(y), frames)            # (B, C_lat, T, h, w)
         local = self.unpatchify(self.warp_gate_head(y), frames, self.warp_gate.shape[0])   # (B, S, T, h, w)
-        return self._skip(v, latents, timestep, skip, local)
+        return self._skip(v, latents, timestep, *skip, local)
+
+    def _sink_fade(self, camera_conditions: torch.Tensor | None) -> torch.Tensor | None:
+        """exp(-d / warp_skip_range) [B, T], d the camera's distance from frame 0 (the translation of the relative
+        c2w in the conditions); None without a range, a sink or cameras."""
+        if not (self.cfg.warp_skip_range > 0 and self.cfg.warp_sink) or camera_conditions is None:
+            return None
+        d = camera_conditions[..., [3, 7, 11]].float().norm(dim=-1)       # (B, T) metres
+        return torch.exp(-d / self.cfg.warp_skip_range)
 
     def _skip(self, v: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor, warp: torch.Tensor,
-              local: torch.Tensor) -> torch.Tensor:
+              sink_fade: torch.Tensor | None, local: torch.Tensor) -> torch.Tensor:
         """The output skip of `warp_skip` models: the x0 estimate x0 = x - sigma v moves toward each warped source by
         sigma * gate * validity, i.e. v += gate * validity * (x0 - warp), with no division by sigma. The gate is a
         per-channel constant plus a per-pixel value the model predicts (`warp_gate_head`), so it can copy where the
         view only turned and not where it walked. Why: where the view only turned, the warp is the answer (a
         warp-only rollout turns the right way in 0.98-1.00 of steps), and a gate copies it instead of rebuilding it
-        through 8 blocks; at small sigma the noisy latent itself knows better, so the pull fades with sigma.
-        warp: [B, S*(C+1), T, h, w], S sources; local: [B, S, T, h, w]."""
+        through 8 blocks; at small sigma the noisy latent itself knows better, so the pull fades with sigma. The
+        warp only rotates, so the sink's pull also fades with the distance walked since frame 0 (`sink_fade`).
+        warp: [B, S*(C+1), T, h, w], S sources; sink_fade: [B, T] or None; local: [B, S, T, h, w]."""
         c = self.cfg.in_channels
         sigma = (timestep.long().float() / 1000.0).to(v.dtype)[:, None, :, None, None]   # (B, 1, T, 1, 1)
         x0 = latents.to(v.dtype) - sigma * v
         for s in range(self.warp_gate.shape[0]):
             src = warp[:, s * (c + 1):(s + 1) * (c + 1)]                 # (B, C+1, T, h, w)
             gate = self.warp_gate[s].view(1, c, 1, 1, 1) + local[:, s:s + 1]
+            if s == 1 and sink_fade is not None:
+                gate = gate * sink_fade[:, None, :, None, None].to(v.dtype)
             v = v + gate * src[:, c:] * (x0 - src[:, :c])
         return v
 

@@ -181,6 +181,38 @@ def test_warp_skip_pulls_the_x0_estimate_toward_each_valid_warp_by_sigma_times_g
     torch.testing.assert_close((x - sigma * v)[0, :, 1], one[0, :c, 1])
 
 
+def test_the_sinks_pull_fades_with_the_distance_walked_since_frame_0():
+    with pytest.raises(ValueError, match="warp_skip_range"):
+        get_config("micro", warp_skip_range=-1.0)
+    assert get_config("tiny64").warp_skip_range > 0 and get_config("micro").warp_skip_range == 0
+    torch.manual_seed(0)
+    model = build_model(get_config("micro", warp_skip_range=0.5)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+        model.warp_gate_head.weight.zero_()
+        model.warp_gate_head.bias.zero_()
+    cfg, c = model.cfg, model.cfg.in_channels
+    x = torch.randn(1, c, 3, *cfg.latent_hw)
+    ts = torch.full((1, 3), 1000.0)
+    pose = torch.eye(4).repeat(3, 1, 1)
+    pose[:, 0, 3] = torch.tensor([0.0, 0.3, 1.2])                               # metres from frame 0
+    cond = torch.cat([pose.reshape(1, 3, 16), torch.tensor([[4.0, 4.0, 1.5, 1.5]]).expand(1, 3, 4)], -1)
+    warp = torch.randn(1, model.warp_channels, 3, *cfg.latent_hw)
+    warp[:, c::c + 1] = 1.0
+    gate = torch.randn(2, c)
+    with torch.no_grad():
+        model.warp_gate.zero_()
+        v0 = model(x, ts, cond, warp=warp)
+        model.warp_gate.copy_(gate)
+        v1 = model(x, ts, cond, warp=warp)
+    fade = torch.exp(-torch.tensor([0.0, 0.3, 1.2]) / 0.5).view(1, 1, 3, 1, 1)
+    x0 = x - v0
+    want = x0 + gate[0].view(1, c, 1, 1, 1) * (warp[:, :c] - x0) \
+        + gate[1].view(1, c, 1, 1, 1) * fade * (warp[:, c + 1:2 * c + 1] - x0)
+    torch.testing.assert_close(x - v1, want, atol=1e-5, rtol=1e-5)
+
+
 def test_streaming_state_carries_the_warp_source():
     """The state's last latent is the chunk just generated, the sink source stays the image latent, and a
     different source changes the next chunk."""
