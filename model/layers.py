@@ -197,14 +197,10 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden, math.prod(patch) * out_channels)
         self.scale_shift_table = nn.Parameter(torch.randn(2, hidden) / hidden**0.5)
 
-    def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The modulated tokens the output projection reads (also the warp-skip gates' input): [B, T*S, C]."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: [B, T*S, C]; t: [B, T, C] raw timestep embedding per frame."""
         b, n, c = x.shape
         frames = t.shape[1]
         shift, scale = (self.scale_shift_table[None, None] + t[:, :, None]).unbind(2)  # (B, T, C) each
         y = self.norm_final(x).view(b, frames, -1, c) * (1 + scale[:, :, None]) + shift[:, :, None]
-        return y.view(b, n, c)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: [B, T*S, C]; t: [B, T, C] raw timestep embedding per frame."""
-        return self.linear(self.features(x, t))
+        return self.linear(y.view(b, n, c))

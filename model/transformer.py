@@ -14,8 +14,6 @@ every preset, with the published module and state_dict names (872 keys for `sana
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -116,10 +114,8 @@ class SanaWMTransformer(nn.Module):
             self.warp_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
         if cfg.warp_sink:
             self.sink_embedder = PatchEmbed(p, cfg.in_channels + 1, c)
-        if cfg.warp_skip:  # per source and latent channel, plus per source and latent pixel; zero = no skip (`_skip`)
-            sources = 1 + int(cfg.warp_sink)
-            self.warp_gate = nn.Parameter(torch.zeros(sources, cfg.in_channels))
-            self.warp_gate_head = nn.Linear(c, math.prod(p) * sources)
+        if cfg.warp_skip:  # per source and latent channel; zero = no skip (see `_skip`)
+            self.warp_gate = nn.Parameter(torch.zeros(1 + int(cfg.warp_sink), cfg.in_channels))
         self.gradient_checkpointing = False
         self.initialize_weights()
 
@@ -148,8 +144,6 @@ class SanaWMTransformer(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
         if self.cfg.warp_skip:
             nn.init.zeros_(self.warp_gate)
-            nn.init.zeros_(self.warp_gate_head.weight)
-            nn.init.zeros_(self.warp_gate_head.bias)
 
     def null_caption(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.y_embedder.y_embedding[None].expand(batch, -1, -1)
@@ -306,12 +300,12 @@ class SanaWMTransformer(nn.Module):
         """Channels of the warp input: [latent | validity] per source (previous frame, and the sink)."""
         return (self.cfg.in_channels + 1) * (int(self.cfg.warp_condition) + int(self.cfg.warp_sink))
 
-    def unpatchify(self, x: torch.Tensor, frames: int, channels: int | None = None) -> torch.Tensor:
-        """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]; C is the latent channels unless given."""
+    def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]."""
         b = x.shape[0]
         gh, gw = self.cfg.token_hw
         pt, ph, pw = self.cfg.patch_size
-        c = self.cfg.in_channels if channels is None else channels
+        c = self.cfg.in_channels
         x = x.reshape(b, frames, gh, gw, pt, ph, pw, c)
         return torch.einsum("nfhwopqc->ncfohpwq", x).reshape(b, c, frames * pt, gh * ph, gw * pw)
 
@@ -371,12 +365,8 @@ class SanaWMTransformer(nn.Module):
             else:
                 x = blk(x, yi, caption_mask, t0, ctx, plucker_emb, bc, write)
         # 3. Output.
-        if skip is None:
-            return self.unpatchify(self.final_layer(x, t), frames)        # (B, C_lat, T, h, w)
-        y = self.final_layer.features(x, t)                                # (B, N, C)
-        v = self.unpatchify(self.final_layer.linear(y), frames)            # (B, C_lat, T, h, w)
-        local = self.unpatchify(self.warp_gate_head(y), frames, self.warp_gate.shape[0])   # (B, S, T, h, w)
-        return self._skip(v, latents, timestep, *skip, local)
+        v = self.unpatchify(self.final_layer(x, t), frames)               # (B, C_lat, T, h, w)
+        return v if skip is None else self._skip(v, latents, timestep, *skip)
 
     def _sink_fade(self, camera_conditions: torch.Tensor | None) -> torch.Tensor | None:
         """exp(-d / warp_skip_range) [B, T], d the camera's distance from frame 0 (the translation of the relative
@@ -387,21 +377,20 @@ class SanaWMTransformer(nn.Module):
         return torch.exp(-d / self.cfg.warp_skip_range)
 
     def _skip(self, v: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor, warp: torch.Tensor,
-              sink_fade: torch.Tensor | None, local: torch.Tensor) -> torch.Tensor:
+              sink_fade: torch.Tensor | None) -> torch.Tensor:
         """The output skip of `warp_skip` models: the x0 estimate x0 = x - sigma v moves toward each warped source by
-        sigma * gate * validity, i.e. v += gate * validity * (x0 - warp), with no division by sigma. The gate is a
-        per-channel constant plus a per-pixel value the model predicts (`warp_gate_head`), so it can copy where the
-        view only turned and not where it walked. Why: where the view only turned, the warp is the answer (a
-        warp-only rollout turns the right way in 0.98-1.00 of steps), and a gate copies it instead of rebuilding it
-        through 8 blocks; at small sigma the noisy latent itself knows better, so the pull fades with sigma. The
-        warp only rotates, so the sink's pull also fades with the distance walked since frame 0 (`sink_fade`).
-        warp: [B, S*(C+1), T, h, w], S sources; sink_fade: [B, T] or None; local: [B, S, T, h, w]."""
+        sigma * gate * validity, i.e. v += gate * validity * (x0 - warp), with no division by sigma; the gate is one
+        number per source and latent channel. Why: where the view only turned, the warp is the answer (a warp-only
+        rollout turns the right way in 0.98-1.00 of steps), and a gate copies it instead of rebuilding it through 8
+        blocks; at small sigma the noisy latent itself knows better, so the pull fades with sigma. The warp only
+        rotates, so the sink's pull also fades with the distance walked since frame 0 (`sink_fade`).
+        warp: [B, S*(C+1), T, h, w], S sources; sink_fade: [B, T] or None."""
         c = self.cfg.in_channels
         sigma = (timestep.long().float() / 1000.0).to(v.dtype)[:, None, :, None, None]   # (B, 1, T, 1, 1)
         x0 = latents.to(v.dtype) - sigma * v
         for s in range(self.warp_gate.shape[0]):
             src = warp[:, s * (c + 1):(s + 1) * (c + 1)]                 # (B, C+1, T, h, w)
-            gate = self.warp_gate[s].view(1, c, 1, 1, 1) + local[:, s:s + 1]
+            gate = self.warp_gate[s].view(1, c, 1, 1, 1)
             if s == 1 and sink_fade is not None:
                 gate = gate * sink_fade[:, None, :, None, None].to(v.dtype)
             v = v + gate * src[:, c:] * (x0 - src[:, :c])

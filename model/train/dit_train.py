@@ -398,8 +398,7 @@ def load_init(model: SanaWMTransformer, path: str) -> None:
     else:
         sd, _ = read_state_dict(path)
     keys = {"warp_embedder": ("warp_embedder.proj.weight", "warp_embedder.proj.bias"),
-            "sink_embedder": ("sink_embedder.proj.weight", "sink_embedder.proj.bias"), "warp_gate": ("warp_gate",),
-            "warp_gate_head": ("warp_gate_head.weight", "warp_gate_head.bias")}
+            "sink_embedder": ("sink_embedder.proj.weight", "sink_embedder.proj.bias"), "warp_gate": ("warp_gate",)}
     absent = [m for m in keys if hasattr(model, m) and not any(k in sd for k in keys[m])]
     load_into(model, sd, optional=tuple(k for m in absent for k in keys[m]), source=str(path))
     with torch.no_grad():

@@ -113,7 +113,7 @@ def test_model_output_depends_on_the_warp_and_old_weights_start_silent():
     assert torch.all(model.warp_gate == 0)
     with torch.no_grad():  # everything else random (the output layer is zero-initialised too)
         for name, p in model.named_parameters():
-            if not name.startswith(("warp_embedder", "sink_embedder", "warp_gate")):  # warp_gate_head too
+            if not name.startswith(("warp_embedder", "sink_embedder", "warp_gate")):
                 p.normal_(0.0, 0.2)
     lh, lw = cfg.latent_hw
     x = torch.randn(1, cfg.in_channels, 2, lh, lw)
@@ -140,7 +140,6 @@ def test_warp_skip_pulls_the_x0_estimate_toward_each_valid_warp_by_sigma_times_g
     assert get_config("tiny64").warp_skip and not get_config("sana-wm-1600m-720p").warp_skip
     torch.manual_seed(0)
     model = build_model(get_config("micro")).eval()
-    assert torch.all(model.warp_gate_head.weight == 0) and torch.all(model.warp_gate_head.bias == 0)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
@@ -149,23 +148,18 @@ def test_warp_skip_pulls_the_x0_estimate_toward_each_valid_warp_by_sigma_times_g
     ts = torch.tensor([[1000.0, 750.0, 0.0], [500.0, 1000.0, 250.0]])
     warp = torch.randn(2, model.warp_channels, 3, *cfg.latent_hw)
     warp[:, c::c + 1] = torch.rand(2, 2, 3, *cfg.latent_hw).round()           # validity masks in {0, 1}
-    gate, local = torch.randn(2, c), torch.randn(2)
+    gate = torch.randn(2, c)
     with torch.no_grad():
         model.warp_gate.zero_()
-        model.warp_gate_head.weight.zero_()
-        model.warp_gate_head.bias.zero_()
         v0 = model(x, ts, warp=warp)
         model.warp_gate.copy_(gate)
-        model.warp_gate_head.bias.copy_(local.repeat(4))                   # per source, the same at all 2x2 pixels
         v1 = model(x, ts, warp=warp)
-        model.warp_gate_head.weight.normal_(0.0, 0.2)                      # a per-pixel gate of its own
-        assert not torch.allclose(model(x, ts, warp=warp), v1)
     sigma = (ts / 1000.0)[:, None, :, None, None]
     x0 = x - sigma * v0
     want = x0.clone()
     for s in range(2):
         w, m = warp[:, s * (c + 1):s * (c + 1) + c], warp[:, s * (c + 1) + c:(s + 1) * (c + 1)]
-        want = want + sigma * (gate[s].view(1, c, 1, 1, 1) + local[s]) * m * (w - x0)
+        want = want + sigma * gate[s].view(1, c, 1, 1, 1) * m * (w - x0)
     torch.testing.assert_close(x - sigma * v1, want)
     assert not torch.allclose(v0, v1)
     # a gate of 1/sigma on one source with full validity is a copy of that warp
@@ -174,8 +168,6 @@ def test_warp_skip_pulls_the_x0_estimate_toward_each_valid_warp_by_sigma_times_g
     one[:, c] = 1.0
     with torch.no_grad():
         model.warp_gate.zero_()
-        model.warp_gate_head.weight.zero_()
-        model.warp_gate_head.bias.zero_()
         model.warp_gate[0] = 1.0 / 0.75
         v = model(x, ts, warp=one)
     torch.testing.assert_close((x - sigma * v)[0, :, 1], one[0, :c, 1])
@@ -190,8 +182,6 @@ def test_the_sinks_pull_fades_with_the_distance_walked_since_frame_0():
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
-        model.warp_gate_head.weight.zero_()
-        model.warp_gate_head.bias.zero_()
     cfg, c = model.cfg, model.cfg.in_channels
     x = torch.randn(1, c, 3, *cfg.latent_hw)
     ts = torch.full((1, 3), 1000.0)
