@@ -29,7 +29,7 @@ from .warp import sequence_warp
 # prepare()'s result: attention context, Plücker embedding, caption tokens (per-block K/V at inference), warp embedding,
 # and the output skip's inputs (warp_skip models; else None): the warp and the sink's fade [B, T] (or None)
 Prepared = tuple[AttnContext, "torch.Tensor | None", "torch.Tensor | list", "torch.Tensor | None",
-                 "torch.Tensor | None"]
+                 "tuple[torch.Tensor, torch.Tensor | None] | None"]
 
 
 def _rope_heads(*args, **kwargs) -> torch.Tensor:

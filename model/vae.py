@@ -355,7 +355,7 @@ class Encoder(nn.Module):
         self.carry_spec = [(cfg.patch_size_t, cfg.in_channels, 1)] + [
             (ft, c[i], cfg.patch_size * 2**i) for i, ft in enumerate(cfg.level_temporal_strides)]
 
-    def forward(self, x: torch.Tensor, tails: Sequence[torch.Tensor] | None = None,
+    def forward(self, x: torch.Tensor, tails: Sequence[torch.Tensor | FrozenTail] | None = None,
                 carries: list[torch.Tensor] | None = None) -> torch.Tensor:
         cfg = self.cfg
         x = _regroup(x, cfg.patch_size_t, carries, 0)

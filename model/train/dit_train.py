@@ -128,7 +128,8 @@ class Args(RunArgs):
     ema: float = 0.999
     """EMA decay of the release weights"""
     gate_lr_scale: float = 30.0
-    """LR multiplier of the warp-skip gates (warp_skip presets): they start at 0 and need to reach ~1"""
+    """LR multiplier of the warp-skip gates (warp_skip presets): they start at 0 and need to reach ~1; 0 keeps
+    them as --init has them (a fine-tune around hand-set gates)"""
     shift: float = 1.0
     """timestep shift of the training sigmas (s > 1: more high-noise training)"""
     logit_mean: float = 0.0
