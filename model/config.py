@@ -161,7 +161,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=16, caption_len=4, height=32, width=32, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=2, vae="micro",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_skip=True,
+        warp_skip=True, warp_skip_range=0.5,
     ),
 }
 
