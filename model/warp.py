@@ -24,7 +24,10 @@ the model: without depth it has no exact warp.
   warp of a latent is not the VAE's latent of the turned view (measured: it decodes to whole-latent-pixel jumps,
   8, 8, 16, 24 px where the view moved 6, 11, 17, 24), while warping decoded pixels and re-encoding decodes to the
   turn's own motion (a rollout that only re-encodes warps moved the right way in 1.00 of yaw and 0.98 of pitch
-  steps). The cost is one image encode per source and step.
+  steps). The cost is one image encode per source and step, from the encoder's state after the pad frames
+  (`CausalVAE.image_prefix`), so only the image itself runs.
+- `warp_skip` uses the same warps a second time, at the output: the x0 estimate is pulled toward them where they are
+  valid, by learned or hand-set gates (`SanaWMTransformer._skip`, which says why).
 """
 
 from __future__ import annotations
