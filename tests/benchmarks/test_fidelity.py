@@ -73,7 +73,7 @@ def test_main_end_to_end_on_micro(tmp_path):
     assert saved["horizon"]["mean_gain_db"] == pytest.approx(rows[1]["psnr_gain_db"])
     for axis in ("yaw", "pitch"):
         d = saved["direction"][axis]
-        assert d["counted"] > 0 and 0.0 <= d["agreement"] <= 1.0
+        assert d["counted"] > 0 and 0.0 <= d["agreement"] <= 1.0 and 0.0 <= d["vae_ceiling"] <= 1.0
         assert d["oracle_expected"] == 1.0                                     # the oracle moves as the convention says
     long = saved["long"]
     assert long["frames"] == 20 * 4 and long["nan"] is False and long["std_ratio_min"] <= long["std_ratio_max"]
@@ -108,3 +108,17 @@ def test_vae_psnr_is_read_from_json_or_metadata(tmp_path):
     (tmp_path / "vae.json").write_text(json.dumps({"metrics": {"psnr": 23.25}}))
     got = fidelity.vae_heldout_psnr(str(dit))
     assert got["psnr"] == 23.25 and got["source"].endswith("vae.json")
+
+
+def test_vae_ceiling_round_trips_the_whole_clip_and_keeps_the_shipped_vaes_yaw():
+    """The ceiling is the VAE's encode + decode of the oracle's moving clip: one frame out per frame in, and the
+    shipped VAE keeps a yaw turn's direction (measured 1.00 on 16 turns)."""
+    gen = fidelity.load_generator("tiny", "cpu", 2)
+    hw, k = gen.frame_hw, gen.frames_per_step
+    eps = fidelity.rotation_episodes("yaw", 1, 100000, 1 + 3 * k, 2.5)
+    clip = torch.from_numpy(fidelity.Oracle(eps, hw).render(eps.c2w))          # (2, 1 + 3K, H, W, 3)
+    frames = fidelity.vae_round_trip(gen, clip)
+    assert len(frames) == clip.shape[1] and frames[0].shape == clip[:, 0].shape and frames[0].dtype == torch.uint8
+    assert psnr(frames[5], clip[:, 5]) > 18.0                                  # a reconstruction, not noise
+    rows = fidelity.direction_rows(eps, frames[::k], clip[:, ::k], "yaw")
+    assert sum(r["counted"] for r in rows) == 6 and all(r["agree"] == r["counted"] for r in rows)
