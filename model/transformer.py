@@ -373,7 +373,8 @@ class SanaWMTransformer(nn.Module):
         c2w in the conditions); None without a range, a sink or cameras."""
         if not (self.cfg.warp_skip_range > 0 and self.cfg.warp_sink) or camera_conditions is None:
             return None
-        d = camera_conditions[..., [3, 7, 11]].float().norm(dim=-1)       # (B, T) metres
+        c2w = camera_conditions[..., :16].unflatten(-1, (4, 4)).float()  # (B, T, 4, 4) relative to frame 0
+        d = c2w[..., :3, 3].norm(dim=-1)                                   # (B, T) metres
         return torch.exp(-d / self.cfg.warp_skip_range)
 
     def _skip(self, v: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor, warp: torch.Tensor,
