@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from model.generator import WEIGHTS, StreamingGenerator
+from model.train.common import to_uint8, to_unit
 from model.train.evaluate import psnr, ssim
 from sanawm_env.scenes import RenderConfig, Renderer, Scene, SceneBatch, intrinsics_from_fov, make_scene, pose
 from sanawm_env.scenes.geometry import SceneGeometry
@@ -286,11 +287,9 @@ def run_direction(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
 
 def vae_round_trip(gen: StreamingGenerator, clip: torch.Tensor) -> list[torch.Tensor]:
     """The generator's VAE encodes and decodes whole clips (B, F, H, W, 3) uint8 -> per frame (B, H, W, 3) uint8."""
-    x = clip.to(gen.device).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)   # (B, 3, F, H, W)
     with torch.no_grad():
-        rec = gen.vae.decode(gen.vae.encode(x))                                       # (B, 3, F, H, W)
-    rgb = rec.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
-    return list(rgb.permute(2, 0, 3, 4, 1))                                          # F x (B, H, W, 3)
+        rec = gen.vae.decode(gen.vae.encode(to_unit(clip.to(gen.device))))          # (B, 3, F, H, W)
+    return list(to_uint8(rec).cpu().unbind(1))                                      # F x (B, H, W, 3)
 
 
 def run_long(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:

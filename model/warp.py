@@ -135,10 +135,12 @@ def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int], 
     else:  # a condition, like the clean history it comes from: no gradient through the VAE
         with torch.no_grad():
             frames = vae.decode(latents.float())                                       # (B, 3, 1 + s(T-1), H, W)
+            prefix = vae.image_prefix(*frames.shape[-2:])                              # one for both sources
 
         def warp(idx, cond_src):                                                       # latent j ends at raw s*j
             with torch.no_grad():
-                return warp_frames(vae, frames[:, :, idx * vae.temporal_factor], cond_src, cond).to(latents.dtype)
+                return warp_frames(vae, frames[:, :, idx * vae.temporal_factor], cond_src, cond,
+                                   prefix).to(latents.dtype)
     out = warp(src_idx, cond[:, src_idx])
     if sink:
         out = torch.cat([out, warp(first, cond[:, first])], 1)

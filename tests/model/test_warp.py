@@ -138,11 +138,7 @@ def test_warp_skip_pulls_the_x0_estimate_toward_each_valid_warp_by_sigma_times_g
     with pytest.raises(ValueError, match="warp_skip needs warp_condition"):
         get_config("micro", warp_condition=False, warp_sink=False)
     assert get_config("tiny64").warp_skip and not get_config("sana-wm-1600m-720p").warp_skip
-    torch.manual_seed(0)
-    model = build_model(get_config("micro")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
+    model = micro_model()[0].eval()                                            # random everywhere, gates too
     cfg, c = model.cfg, model.cfg.in_channels
     x = torch.randn(2, c, 3, *cfg.latent_hw)
     ts = torch.tensor([[1000.0, 750.0, 0.0], [500.0, 1000.0, 250.0]])
@@ -177,11 +173,7 @@ def test_the_sinks_pull_fades_with_the_distance_walked_since_frame_0():
     with pytest.raises(ValueError, match="warp_skip_range"):
         get_config("micro", warp_skip_range=-1.0)
     assert get_config("tiny64").warp_skip_range > 0 and get_config("micro").warp_skip_range == 0.5
-    torch.manual_seed(0)
-    model = build_model(get_config("micro")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
+    model = micro_model()[0].eval()                                            # random everywhere, gates too
     cfg, c = model.cfg, model.cfg.in_channels
     x = torch.randn(1, c, 3, *cfg.latent_hw)
     ts = torch.full((1, 3), 1000.0)
