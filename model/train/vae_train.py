@@ -10,6 +10,9 @@
         --steps 20000 --batch 16 --size 128 --device cuda --resume
     # several GPUs / processes
     torchrun --nproc_per_node=2 -m model.train.vae_train --data data/train/index.json --out runs/vae --ddp
+    # fine-tune the decoder of a shipped VAE (the encoder and latent statistics stay, so its DiT keeps working)
+    python -m model.train.vae_train --data data/train64b/index.json --val data/heldout64/index.json --out runs/vae_dec \
+        --init model/weights/tiny_vae.safetensors --freeze-encoder --time-weight 1 --frames 5,9,17 --size 64 --lr 2e-4
     # tiny CPU run (seconds)
     python -m sanawm_env.scenes.export --out /tmp/d --clips 4 --frames 9 --size 32 --png --no-compile --supersample 1
     OMP_NUM_THREADS=1 python -m model.train.vae_train --data /tmp/d/index.json --val /tmp/d/index.json \
@@ -19,7 +22,8 @@ What it does, and why:
 - Samples: random temporal crops of F = 1 + 4k frames (k from --frames, single frames included, since every
   stream starts with one image encoded alone), random spatial crops of --size, random horizontal flips; frames in
   [-1, 1], (B, 3, F, H, W). One F per step keeps a batch a single tensor.
-- Loss: L1 + --grad-weight x L1 of the finite-difference image gradients (edges; L1 alone blurs them), optional L2.
+- Loss: L1 + --grad-weight x L1 of the finite-difference image gradients (edges; L1 alone blurs them), optional L2,
+  optional --time-weight x L1 of the error's frame-to-frame difference (the motion a per-frame loss lets blur).
   No perceptual network: nothing is downloaded and the term did not pay at this size.
 - AdamW, linear warmup then cosine decay, gradient clipping, bf16 autocast on CUDA.
 - Every --eval-every steps: PSNR / SSIM of whole held-out clips (eval.csv); training loss in train.csv.
@@ -70,7 +74,7 @@ from .common import (
 )
 from .data import load_index
 from .evaluate import vae_psnr
-from .latents import save_vae
+from .latents import load_vae, save_vae
 
 
 @dataclass
@@ -115,11 +119,18 @@ class Args(RunArgs):
     """training windows whose raw latents fit the latent mean / std at the end"""
     max_clips: int = 0
     """use at most this many training clips (0 = all)"""
+    time_weight: float = 0.0
+    """weight of the L1 loss on the error's frame-to-frame difference (motion between frames; 0 = off)"""
+    init: str | None = None
+    """start from these VAE weights (save_vae output) instead of a random init; ignored with --resume"""
+    freeze_encoder: bool = False
+    """train the decoder alone: the encoder and the latent statistics stay as loaded, so a DiT trained on this
+    VAE's latents keeps working with the new decoder (needs --init)"""
 
 
-TRAIN_FIELDS = ["step", "loss", "l1", "grad", "lr", "grad_norm", "frames", "samples_per_s", "elapsed_s"]
+TRAIN_FIELDS = ["step", "loss", "l1", "grad", "time", "lr", "grad_norm", "frames", "samples_per_s", "elapsed_s"]
 EVAL_FIELDS = ["step", "psnr", "ssim", "psnr_first", "clips"]
-RESUME_KEYS = ("preset", "size", "frames")
+RESUME_KEYS = ("preset", "size", "frames", "freeze_encoder")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -171,9 +182,11 @@ class ClipStore:
 # Loss and one step
 
 
-def recon_loss(rec: torch.Tensor, x: torch.Tensor, grad_weight: float = 1.0,
-               l2_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + grad_weight * L1 of finite differences along x and y (+ l2_weight * L2); rec, x (B, 3, F, H, W)."""
+def recon_loss(rec: torch.Tensor, x: torch.Tensor, grad_weight: float = 1.0, l2_weight: float = 0.0,
+               time_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 + grad_weight * L1 of finite differences along x and y (+ l2_weight * L2, + time_weight * L1 of the
+    difference along frames, which L1 per frame lets a decoder blur: a smeared copy of the last frame costs little
+    per frame but erases the 1-4 px a turn moves); rec, x (B, 3, F, H, W)."""
     rec, x = rec.float(), x.float()
     diff = rec - x
     l1 = diff.abs().mean()
@@ -181,13 +194,16 @@ def recon_loss(rec: torch.Tensor, x: torch.Tensor, grad_weight: float = 1.0,
     loss = l1 + grad_weight * grad
     if l2_weight:
         loss = loss + l2_weight * diff.square().mean()
-    return loss, {"l1": float(l1.detach()), "grad": float(grad.detach())}
+    dt = (diff[:, :, 1:] - diff[:, :, :-1]).abs().mean() if diff.shape[2] > 1 else diff.new_zeros(())
+    if time_weight:
+        loss = loss + time_weight * dt
+    return loss, {"l1": float(l1.detach()), "grad": float(grad.detach()), "time": float(dt.detach())}
 
 
 def make_optimizer(vae: CausalVAE, args: Args) -> torch.optim.AdamW:
-    """AdamW; norms and biases are not decayed."""
-    decay = [p for n, p in vae.named_parameters() if p.dim() > 1]
-    rest = [p for n, p in vae.named_parameters() if p.dim() <= 1]
+    """AdamW over the trainable parameters; norms and biases are not decayed."""
+    decay = [p for p in vae.parameters() if p.requires_grad and p.dim() > 1]
+    rest = [p for p in vae.parameters() if p.requires_grad and p.dim() <= 1]
     return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                               {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99))
 
@@ -197,10 +213,10 @@ def train_step(vae: CausalVAE, opt: torch.optim.Optimizer, x: torch.Tensor, args
     """One optimizer step on a batch x (B, 3, F, H, W); returns scalar stats."""
     with autocast(device, args.amp):
         rec = vae(x)
-    loss, parts = recon_loss(rec, x, args.grad_weight, args.l2_weight)
+    loss, parts = recon_loss(rec, x, args.grad_weight, args.l2_weight, args.time_weight)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for p in vae.parameters()]
+    params = [p for p in vae.parameters() if p.requires_grad]
     allreduce_grads(params, dist)
     gn = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"))
     opt.step()
@@ -243,9 +259,14 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
     if bad or args.size % cfg.spatial_factor:
         raise ValueError(f"--frames must be 1 + {cfg.temporal_factor}k (got {args.frames}) and --size a multiple of "
                          f"{cfg.spatial_factor} (got {args.size})")
+    if args.freeze_encoder and not args.init and not args.resume:
+        raise ValueError("--freeze-encoder needs --init: a random encoder would stay random")
     out = Path(args.out)
     seed_everything(args.seed)
-    vae = CausalVAE(cfg).to(device)
+    vae = load_vae(args.init, args.preset) if args.init and not args.resume else CausalVAE(cfg)
+    vae = vae.to(device)
+    if args.freeze_encoder:
+        vae.encoder.requires_grad_(False)
     opt = make_optimizer(vae, args)
     step, metrics = 0, {}
     if args.resume:
@@ -313,7 +334,8 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
     checkpoint()
     if dist.main:
         vae.eval()
-        fit_latent_stats(vae, store, args, device)
+        if not args.freeze_encoder:
+            fit_latent_stats(vae, store, args, device)
         if val is not None and (not args.eval_every or step % args.eval_every):
             evaluate()
         save_vae(vae, out / "vae.safetensors", args.preset, {"steps": str(step)})

@@ -93,3 +93,31 @@ def test_final_weights_stats_and_metrics(index, tmp_path):
     x = ClipStore.from_index(index).sample(4, (9,), 32, step_generator(0, -1), hflip=False)
     z = vae.encode(x).detach()
     assert z.mean(dim=(0, 2, 3, 4)).abs().max() < 0.5 and (z.std(dim=(0, 2, 3, 4)) - 1).abs().max() < 0.5
+
+
+def test_time_term_sees_a_frame_that_did_not_move():
+    x = torch.rand(1, 3, 5, 8, 8) * 2 - 1
+    frozen = x[:, :, :1].expand_as(x).clone()                         # the first frame held: motion erased
+    offset = x + 0.1                                                  # every frame off by the same amount
+    assert recon_loss(offset, x)[1]["time"] == pytest.approx(0.0, abs=1e-6)
+    assert recon_loss(frozen, x)[1]["time"] > 0.1
+    assert recon_loss(x[:, :, :1], x[:, :, :1])[1]["time"] == 0.0     # one frame: no difference to take
+    # The weight adds exactly weight x the term to the loss.
+    base, parts = recon_loss(frozen, x)
+    assert float(recon_loss(frozen, x, time_weight=2.0)[0]) == pytest.approx(float(base) + 2.0 * parts["time"])
+
+
+def test_decoder_fine_tune_keeps_the_encoder_and_its_latent_statistics(index, tmp_path):
+    first = train(_args(index, tmp_path / "a", steps=3, eval_every=0))
+    with pytest.raises(ValueError, match="needs --init"):
+        train(_args(index, tmp_path / "bad", freeze_encoder=True))
+    out = train(_args(index, tmp_path / "b", steps=3, eval_every=0, init=str(first / "vae.safetensors"),
+                      freeze_encoder=True, time_weight=1.0))
+    before, after = load_vae(first / "vae.safetensors"), load_vae(out / "vae.safetensors")
+    a, b = before.state_dict(), after.state_dict()
+    enc = [k for k in a if k.startswith("encoder.")]
+    dec = [k for k in a if k.startswith("decoder.")]
+    assert enc and all(torch.equal(a[k], b[k]) for k in enc)
+    assert torch.equal(a["latents_mean"], b["latents_mean"]) and torch.equal(a["latents_std"], b["latents_std"])
+    assert any(not torch.equal(a[k], b[k]) for k in dec)
+    assert "time" in read_csv(out / "train.csv")[-1]
