@@ -32,11 +32,11 @@ from model.vae import CausalVAE, vae_config
 
 
 def make_generator(preset: str, device: str, dtype, batch: int, graph: bool = False,
-                   trace: bool = False) -> StreamingGenerator:
-    """Shipped weights when there are any, else a seeded random model of the preset."""
+                   trace: bool = False, **kw) -> StreamingGenerator:
+    """Shipped weights when there are any, else a seeded random model of the preset; `kw` go to the generator."""
     try:
         return StreamingGenerator.from_pretrained(preset, device=device, dtype=dtype, batch_size=batch, graph=graph,
-                                                  trace=trace)
+                                                  trace=trace, **kw)
     except FileNotFoundError:
         torch.manual_seed(0)
         model = build_model(get_config(preset))
@@ -44,7 +44,7 @@ def make_generator(preset: str, device: str, dtype, batch: int, graph: bool = Fa
             for p in model.parameters():
                 p.normal_(0.0, 0.02)
         return StreamingGenerator(model, CausalVAE(vae_config(get_config(preset).vae)), device, dtype, batch, graph,
-                                  trace=trace)
+                                  trace=trace, **kw)
 
 
 def walk(gen: StreamingGenerator, batch: int, device=None) -> torch.Tensor:
@@ -103,7 +103,8 @@ def _row(gen: StreamingGenerator, preset: str, ts: list[float], graph: bool = Fa
     ts = sorted(ts)
     p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
     return {"preset": preset, "device": str(gen.device), "dtype": str(gen.dtype).replace("torch.", ""),
-            "batch": gen.batch_size, "graph": graph, "trace": trace, "steps": len(ts), "p50_ms": p50 * 1e3,
+            "batch": gen.batch_size, "graph": graph, "trace": trace, "passes": len(gen.sigmas) - 1,
+            "steps": len(ts), "p50_ms": p50 * 1e3,
             "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50, "frames_per_s": gen.batch_size * gen.frames_per_step / p50}
 
 
@@ -116,12 +117,14 @@ def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = Fa
 
 
 def bench_cpu_modes(preset: str, n: int, rounds: int = 6) -> list[dict]:
-    """Eager and traced (`trace=True`) steps at batch 1 on CPU, timed in alternating rounds so that both see the
-    same machine noise (a shared 2-core machine drifts by 10-20 % between minutes)."""
+    """Eager and traced (`trace=True`) steps at batch 1 on CPU, and traced with one denoising pass
+    (`denoise_timesteps=(1000, 0)`), timed in alternating rounds so that all see the same machine noise (a shared
+    2-core machine drifts by 10-40 % between minutes)."""
     gens = [make_generator(preset, "cpu", torch.float32, 1, trace=t) for t in (False, True)]
+    gens.append(make_generator(preset, "cpu", torch.float32, 1, trace=True, denoise_timesteps=(1000, 0)))
     states = [g.reset(first_frames(g, 1), seed=0) for g in gens]
     c2w = walk(gens[0], 1, "cpu")
-    times: list[list[float]] = [[], []]
+    times: list[list[float]] = [[] for _ in gens]
     for g, s in zip(gens, states):
         time_steps(g, s, c2w, 5)  # warm-up (the trace is recorded on the first step, then profiled twice)
     for _ in range(rounds):
@@ -257,6 +260,7 @@ def main(argv=None) -> dict:
     if not a.gpu_only:
         res["steps"] = bench_cpu_modes(a.preset, 2 * a.steps)
         res["trace_speedup"] = res["steps"][0]["p50_ms"] / res["steps"][1]["p50_ms"]
+        res["one_pass_speedup"] = res["steps"][1]["p50_ms"] / res["steps"][2]["p50_ms"]
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
@@ -285,13 +289,15 @@ def main(argv=None) -> dict:
     (out / f"step_latency_{dev}.json").write_text(json.dumps(res, indent=1))
 
     print(f"\nstreaming steps ({res['device']}, {res['threads']} threads)")
-    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>6} {'p50 ms':>9} {'p99 ms':>9} "
+    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>6} {'passes':>6} {'p50 ms':>9} {'p99 ms':>9} "
           f"{'steps/s':>8} {'frames/s':>9}")
     for r in res["steps"]:
         print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {_replay(r):>6} "
+              f"{r.get('passes', ''):>6} "
               f"{r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['steps_per_s']:>8.2f} {r['frames_per_s']:>9.1f}")
     if not a.gpu_only:
         print(f"\nCPU trace over eager (p50): {res['trace_speedup']:.2f}x")
+        print(f"one denoising pass over two, traced (p50): {res['one_pass_speedup']:.2f}x")
         print(f"\ncache vs recompute ({a.recompute_preset}, one step at episode length L)")
         print(f"{'L':>5} {'stream ms':>10} {'recompute ms':>13} {'ratio':>7}")
         for r in res["recompute"]:

@@ -49,6 +49,36 @@ def _rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+def test_denoise_timesteps_override_sets_the_passes_and_still_streams_exactly(first):
+    """One denoising pass instead of the checkpoint's two: one model call fewer per step, other frames, and the
+    stream still equals the recompute reference run with the same schedule."""
+    default = StreamingGenerator(*micro_model(), batch_size=3)
+    fast = StreamingGenerator(*micro_model(), batch_size=3, denoise_timesteps=(1000, 0))
+    assert default.sigmas == [1.0, 0.5, 0.0] and fast.sigmas == [1.0, 0.0]
+    calls = []
+    for g in (default, fast):
+        forward = g.model.forward
+        g.model.forward = lambda *a, _f=forward, **k: calls.append(1) or _f(*a, **k)
+    c2w = _walk(3, 2, fast.frames_per_step)
+    sd, sf = default.reset(first, seed=SEED), fast.reset(first, seed=SEED)
+    n0 = len(calls)
+    a = default.step(sd, c2w[0])
+    n1 = len(calls)
+    b = fast.step(sf, c2w[0])
+    assert (n1 - n0, len(calls) - n1) == (3, 2)   # passes + the clean cache pass
+    assert not torch.equal(a, b)
+    for g in (default, fast):
+        del g.model.forward
+    ref = RecomputeGenerator(fast)
+    ref.reset(first, seed=SEED)
+    ref.step(c2w[0])
+    _, lat = fast.step(sf, c2w[1], return_latents=True)
+    assert _rel(lat, ref.step(c2w[1])) < 1e-4
+    for bad in ((1000, 500), (500, 1000, 0), (2000, 0), (1000,)):
+        with pytest.raises(ValueError, match="timesteps must fall"):
+            StreamingGenerator(*micro_model(), denoise_timesteps=bad)
+
+
 @pytest.mark.parametrize("steps", [2, 7], ids=["within-window", "window-slides"])
 def test_streaming_equals_full_chunk_causal_forward(gen, first, steps):
     """Chunk by chunk through WorldState == recomputing the whole visible context with the full forward.
