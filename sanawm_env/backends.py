@@ -15,6 +15,7 @@ their scene, start pose and intrinsics, then hands over K poses per world per st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -74,16 +75,17 @@ class Backend(Protocol):
 
 def make_backend(name: str, *, num_worlds: int, height: int, width: int, frames_per_step: int = 4,
                  device: str | torch.device = "cpu", model: str = "tiny", compile: bool = False,
-                 supersample: int = 1, graph: bool = False) -> Backend:
+                 supersample: int = 1, graph: bool = False,
+                 denoise_timesteps: Sequence[int] | None = None) -> Backend:
     """The backend called `name` for `num_worlds` worlds of `height` x `width` frames.
 
     `frames_per_step` is what the oracle renders per step; the model's chunk fixes it for the model backend (read
-    `backend.frames_per_step`). `model` ("tiny", "micro" or a checkpoint path) and `graph` (CUDA graphs) are for
-    the model backend, whose frame size is the model's.
+    `backend.frames_per_step`). `model` ("tiny", "micro" or a checkpoint path), `graph` (CUDA graphs) and
+    `denoise_timesteps` (None: the checkpoint's schedule) are for the model backend, whose frame size is the model's.
     """
     if name == "model":  # its start frames are rendered the way the model's training clips were (checkpoint)
         return ModelBackend(num_worlds, model=model, height=height, width=width, device=device, graph=graph,
-                            compile=compile)
+                            compile=compile, denoise_timesteps=denoise_timesteps)
     if name != "oracle":
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     cfg = OracleConfig(height=height, width=width, frames_per_step=frames_per_step, compile=compile,
@@ -271,14 +273,15 @@ class ModelBackend:
 
     def __init__(self, num_worlds: int, model: str = "tiny", height: int | None = None, width: int | None = None,
                  device: str | torch.device = "cpu", graph: bool = False, compile: bool = False,
-                 supersample: int | None = None):
+                 supersample: int | None = None, denoise_timesteps: Sequence[int] | None = None):
         from model.generator import StreamingGenerator  # the model is only imported when asked for
 
         if num_worlds < 1:
             raise ValueError(f"num_worlds must be at least 1, got {num_worlds}")
         # on CPU the step body is traced once and replayed (StreamingGenerator trace=True); on CUDA, graph=True
         self.gen = StreamingGenerator.from_pretrained(model, device=device, batch_size=num_worlds, graph=graph,
-                                                      trace=torch.device(device).type == "cpu")
+                                                      trace=torch.device(device).type == "cpu",
+                                                      denoise_timesteps=denoise_timesteps)
         self.height, self.width = self.gen.frame_hw
         if (height, width) not in ((None, None), (self.height, self.width)):
             raise ValueError(f"model {model!r} makes {self.height}x{self.width} frames; the env asked for "

@@ -46,6 +46,7 @@ class EnvConfig:
     task: str = "freeroam"                    # "freeroam", "pointnav", "imagenav", "explore"
     backend: str = "oracle"                   # "oracle" or "model"
     model: str = "tiny"                       # model backend: preset name or checkpoint path
+    model_timesteps: Sequence[int] | None = None  # model backend: denoising schedule, e.g. (1000, 0) for one pass
     scene: str | Scene = "indoor"             # "indoor", "outdoor", "mixed" (family drawn per episode) or a Scene
     size: int | tuple[int, int] = 128         # frame size: int (square) or (height, width)
     device: str = "cpu"
@@ -82,6 +83,8 @@ class EnvConfig:
             self.scene_seeds = tuple(int(s) for s in self.scene_seeds)
             if not self.scene_seeds:
                 raise ValueError("scene_seeds must not be empty")
+        if self.model_timesteps is not None:   # checked by the generator (falls strictly from <= 1000 to 0)
+            self.model_timesteps = tuple(int(t) for t in self.model_timesteps)
 
     @property
     def height(self) -> int:
@@ -180,7 +183,8 @@ class WorldBatch:
         h, w = cfg.height, cfg.width
         self.backend = make_backend(cfg.backend, num_worlds=num_worlds, height=h, width=w,
                                     frames_per_step=cfg.frames_per_step, device=cfg.device, model=cfg.model,
-                                    compile=cfg.compile, supersample=cfg.supersample)
+                                    compile=cfg.compile, supersample=cfg.supersample,
+                                    denoise_timesteps=cfg.model_timesteps)
         self.k = self.backend.frames_per_step
         self.views = GoalViews(h, w, cfg.supersample, cfg.compile, cfg.device) if task.needs_views else None
         self.default_intrinsics = intrinsics_from_fov(w, h, cfg.fov).numpy()  # (4,)

@@ -137,3 +137,19 @@ def test_start_frames_are_rendered_as_the_checkpoint_says(tmp_path):
     assert ModelBackend(1, model=str(path)).oracle.cfg.supersample == 2
     assert ModelBackend(1, model="micro").oracle.cfg.supersample == 1            # a checkpoint that does not say
     assert ModelBackend(1, model=str(path), supersample=1).oracle.cfg.supersample == 1   # asked for explicitly
+
+
+def test_model_timesteps_reach_the_generator_and_change_the_frames():
+    """One denoising pass instead of the checkpoint's two (the fast CPU setting): a different world, same contract."""
+    acts = _actions(2)
+    frames = {}
+    for ts in (None, [1000, 0]):
+        env = gym.make("SanaWM/FreeRoam-v0", **MODEL, model_timesteps=ts)
+        assert env.unwrapped.config.model_timesteps == (None if ts is None else (1000, 0))
+        assert env.unwrapped._worlds.backend.gen.sigmas == ([1.0, 0.5, 0.0] if ts is None else [1.0, 0.0])
+        env.reset(seed=0)
+        frames[ts is None] = [env.step(a)[4]["frames"] for a in acts]
+        env.close()
+    assert not np.array_equal(frames[True][-1], frames[False][-1])
+    with pytest.raises(ValueError, match="timesteps must fall"):
+        gym.make("SanaWM/FreeRoam-v0", **MODEL, model_timesteps=(0, 1000))
