@@ -68,7 +68,8 @@ class StreamingGenerator:
                  sampler: str = "euler", trace: bool = False, render: dict | None = None,
                  denoise_timesteps: Sequence[int] | None = None):
         """denoise_timesteps: the per-step schedule, falling to 0 (default: the checkpoint's `cfg.denoise_timesteps`);
-        one pass fewer is about a third of a step on CPU, at the quality `benchmarks/fidelity.py` measures."""
+        one pass fewer took 28 % off the traced CPU step (`benchmarks/step_latency.py`), at the quality
+        `benchmarks/fidelity.py` measures."""
         cfg = model.cfg
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
