@@ -190,11 +190,11 @@ def recon_loss(rec: torch.Tensor, x: torch.Tensor, grad_weight: float = 1.0, l2_
     rec, x = rec.float(), x.float()
     diff = rec - x
     l1 = diff.abs().mean()
-    grad = (diff[..., :, 1:] - diff[..., :, :-1]).abs().mean() + (diff[..., 1:, :] - diff[..., :-1, :]).abs().mean()
+    grad = torch.diff(diff, dim=-1).abs().mean() + torch.diff(diff, dim=-2).abs().mean()
     loss = l1 + grad_weight * grad
     if l2_weight:
         loss = loss + l2_weight * diff.square().mean()
-    dt = (diff[:, :, 1:] - diff[:, :, :-1]).abs().mean() if diff.shape[2] > 1 else diff.new_zeros(())
+    dt = torch.diff(diff, dim=2).abs().mean() if diff.shape[2] > 1 else diff.new_zeros(())
     if time_weight:
         loss = loss + time_weight * dt
     return loss, {"l1": float(l1.detach()), "grad": float(grad.detach()), "time": float(dt.detach())}
