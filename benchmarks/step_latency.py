@@ -3,8 +3,9 @@
     python benchmarks/step_latency.py [--preset tiny] [--long-preset micro] [--long-steps 5000]
 
 Rows (all ratios measured in this one run):
-- steps: `--preset` at batch 1 on CPU, eager and traced (`trace=True`, the env's CPU default), p50 / p99 ms per
-  step and frames/s (random weights if none are shipped; the time of a step does not depend on the weights);
+- steps: `--preset` at batch 1 on CPU, eager and traced (`trace=True`, the env's CPU default), traced with one
+  denoising pass, and traced on one thread; p50 / p99 ms per step and frames/s (random weights if none are
+  shipped; the time of a step does not depend on the weights);
 - cache vs recompute: one step at episode length L with the streaming caches against the naive baseline that
   recomputes the whole visible context every pass (`RecomputeGenerator`), L = 16, 64, 256;
 - flat: latency and `WorldState.nbytes()` at step 100 and step `--long-steps` (`--long-preset`);
@@ -117,20 +118,31 @@ def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = Fa
 
 
 def bench_cpu_modes(preset: str, n: int, rounds: int = 6) -> list[dict]:
-    """Eager and traced (`trace=True`) steps at batch 1 on CPU, and traced with one denoising pass
-    (`denoise_timesteps=(1000, 0)`), timed in alternating rounds so that all see the same machine noise (a shared
-    2-core machine drifts by 10-40 % between minutes)."""
+    """Eager and traced (`trace=True`) steps at batch 1 on CPU, traced with one denoising pass
+    (`denoise_timesteps=(1000, 0)`), and traced on one thread (the step is thousands of small ops, so a second
+    thread may cost more in handoffs than it gives), timed in alternating rounds so that all see the same machine
+    noise (a shared 2-core machine drifts by 10-40 % between minutes)."""
     gens = [make_generator(preset, "cpu", torch.float32, 1, trace=t) for t in (False, True)]
     gens.append(make_generator(preset, "cpu", torch.float32, 1, trace=True, denoise_timesteps=(1000, 0)))
+    default = torch.get_num_threads()
+    threads = [default, default, default]
+    if default > 1:  # the traced generator again, on its own state, one thread during its rounds
+        gens.append(gens[1])
+        threads.append(1)
     states = [g.reset(first_frames(g, 1), seed=0) for g in gens]
     c2w = walk(gens[0], 1, "cpu")
     times: list[list[float]] = [[] for _ in gens]
-    for g, s in zip(gens, states):
-        time_steps(g, s, c2w, 5)  # warm-up (the trace is recorded on the first step, then profiled twice)
-    for _ in range(rounds):
-        for i, (g, s) in enumerate(zip(gens, states)):
-            times[i] += time_steps(g, s, c2w, max(1, n // rounds))
-    return [_row(g, preset, ts, trace=g.trace) for g, ts in zip(gens, times)]
+    try:
+        for g, s, th in zip(gens, states, threads):
+            torch.set_num_threads(th)
+            time_steps(g, s, c2w, 5)  # warm-up (the trace is recorded on the first step, then profiled twice)
+        for _ in range(rounds):
+            for i, (g, s, th) in enumerate(zip(gens, states, threads)):
+                torch.set_num_threads(th)
+                times[i] += time_steps(g, s, c2w, max(1, n // rounds))
+    finally:
+        torch.set_num_threads(default)
+    return [{**_row(g, preset, ts, trace=g.trace), "threads": th} for g, ts, th in zip(gens, times, threads)]
 
 
 def _replay(row: dict) -> str:
@@ -261,6 +273,8 @@ def main(argv=None) -> dict:
         res["steps"] = bench_cpu_modes(a.preset, 2 * a.steps)
         res["trace_speedup"] = res["steps"][0]["p50_ms"] / res["steps"][1]["p50_ms"]
         res["one_pass_speedup"] = res["steps"][1]["p50_ms"] / res["steps"][2]["p50_ms"]
+        if len(res["steps"]) > 3:
+            res["one_thread_speedup"] = res["steps"][1]["p50_ms"] / res["steps"][3]["p50_ms"]
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
@@ -289,15 +303,17 @@ def main(argv=None) -> dict:
     (out / f"step_latency_{dev}.json").write_text(json.dumps(res, indent=1))
 
     print(f"\nstreaming steps ({res['device']}, {res['threads']} threads)")
-    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>6} {'passes':>6} {'p50 ms':>9} {'p99 ms':>9} "
-          f"{'steps/s':>8} {'frames/s':>9}")
+    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>6} {'passes':>6} {'threads':>7} {'p50 ms':>9} "
+          f"{'p99 ms':>9} {'steps/s':>8} {'frames/s':>9}")
     for r in res["steps"]:
         print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {_replay(r):>6} "
-              f"{r.get('passes', ''):>6} "
+              f"{r.get('passes', ''):>6} {r.get('threads', ''):>7} "
               f"{r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['steps_per_s']:>8.2f} {r['frames_per_s']:>9.1f}")
     if not a.gpu_only:
         print(f"\nCPU trace over eager (p50): {res['trace_speedup']:.2f}x")
         print(f"one denoising pass over two, traced (p50): {res['one_pass_speedup']:.2f}x")
+        if "one_thread_speedup" in res:
+            print(f"one thread over {res['threads']}, traced (p50): {res['one_thread_speedup']:.2f}x")
         print(f"\ncache vs recompute ({a.recompute_preset}, one step at episode length L)")
         print(f"{'L':>5} {'stream ms':>10} {'recompute ms':>13} {'ratio':>7}")
         for r in res["recompute"]:
