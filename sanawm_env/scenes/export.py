@@ -28,9 +28,22 @@ from .geometry import SceneGeometry
 from .media import have_video, write_frames_png, write_video
 from .poses import intrinsics_from_fov, pose
 from .render import RenderConfig, Renderer
-from .trajectories import make_trajectory, open_heading
+from .trajectories import KINDS, make_trajectory, open_heading
 
 DEFAULT_KIND_WEIGHTS = {"walk": 0.4, "path": 0.15, "rotation": 0.15, "revisit": 0.1, "orbit": 0.1, "jitter": 0.1}
+
+
+def parse_kinds(text: str) -> dict[str, float]:
+    """'walk=0.3,look=0.2' -> {'walk': 0.3, 'look': 0.2}: the trajectory mix of an export."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, w = item.partition("=")
+        if name not in KINDS or not w:
+            raise ValueError(f"expected kind=weight with kind in {KINDS}, got {item!r}")
+        out[name] = float(w)
+    if not out or min(out.values()) < 0 or sum(out.values()) <= 0:
+        raise ValueError(f"expected non-negative weights with a positive sum, got {text!r}")
+    return out
 
 
 @dataclass
@@ -50,6 +63,7 @@ class ExportConfig:
     compile: bool = True         # fused renderer (falls back to eager without a compiler)
     batch: int = 32              # frames rendered per renderer call
     device: str = "cpu"          # where the ray caster runs (cuda: many exporter processes share one GPU)
+    kinds: dict[str, float] | None = None  # trajectory mix; None = DEFAULT_KIND_WEIGHTS
 
 
 def format_re10k(identifier: str, timestamps_us, intrinsics_norm, c2w) -> str:
@@ -76,8 +90,9 @@ def export_clips(cfg: ExportConfig, progress: bool = True) -> Path:
     use_png = cfg.png or not have_video()
     k_px = intrinsics_from_fov(cfg.size, cfg.size, cfg.fov)
     k_norm = (k_px / torch.tensor([cfg.size, cfg.size, cfg.size, cfg.size])).double().numpy()
-    kinds = list(DEFAULT_KIND_WEIGHTS)
-    weights = np.array([DEFAULT_KIND_WEIGHTS[k] for k in kinds])
+    mix = cfg.kinds or DEFAULT_KIND_WEIGHTS
+    kinds = list(mix)
+    weights = np.array([mix[k] for k in kinds], dtype=np.float64)
     entries = []
     scene = geom = renderer = None
     for c in tqdm(range(cfg.clips), desc="export clips", disable=not progress):
@@ -138,11 +153,15 @@ def parse_args(argv=None) -> ExportConfig:
     p.add_argument("--depth", action="store_true", help="also write depth (uint16 mm, npz)")
     p.add_argument("--no-compile", action="store_true", help="eager renderer (no C++ compiler needed)")
     p.add_argument("--device", default="cpu", help="where the ray caster runs (cpu, cuda)")
+    p.add_argument("--kinds", default=None,
+                   help=f"trajectory mix as kind=weight,... (kinds: {', '.join(KINDS)}); default "
+                        + ",".join(f"{k}={w}" for k, w in DEFAULT_KIND_WEIGHTS.items()))
     a = p.parse_args(argv)
     return ExportConfig(out=a.out, clips=a.clips, frames=a.frames, size=a.size, seed=a.seed, fps=a.fps, fov=a.fov,
                         families=tuple(f.strip() for f in a.families.split(",") if f.strip()),
                         clips_per_scene=a.clips_per_scene, supersample=a.supersample, png=a.png, depth=a.depth,
-                        compile=not a.no_compile, device=a.device)
+                        compile=not a.no_compile, device=a.device,
+                        kinds=parse_kinds(a.kinds) if a.kinds else None)
 
 
 def main(argv=None) -> None:

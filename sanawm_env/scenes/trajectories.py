@@ -244,7 +244,35 @@ def jitter(geom: SceneGeometry, start: np.ndarray, frames: int, rng: np.random.G
     return out
 
 
-KINDS = ("walk", "path", "rotation", "revisit", "orbit", "jitter")
+def look_around(start: np.ndarray, frames: int, rng: np.random.Generator,
+                yaw_rate: tuple[float, float] = (1.0, 5.0), pitch_rate: tuple[float, float] = (0.75, 2.5),
+                segment: tuple[int, int] = (8, 24), max_pitch: float = math.radians(35.0)) -> np.ndarray:
+    """Stand still and look around: segments of steady yaw or pitch turns at keyboard rates (degrees per frame).
+
+    Unlike `rotation` (a fast full or half turn), these are the slow, held turns a person makes with the
+    arrow keys, including long pitch sweeps that walks rarely contain. Pitch turns back at +-max_pitch.
+    """
+    pos, yaw, pitch = _state(start)
+    out = np.empty((frames, 4, 4))
+    axis, rate, left = "yaw", 0.0, 0
+    for f in range(frames):
+        out[f] = pose(pos, yaw, pitch)
+        if left <= 0:
+            axis = "yaw" if rng.random() < 0.5 else "pitch"
+            lo, hi = yaw_rate if axis == "yaw" else pitch_rate
+            rate = math.radians(rng.uniform(lo, hi)) * float(rng.choice([-1.0, 1.0]))
+            left = int(rng.integers(segment[0], segment[1] + 1))
+        left -= 1
+        if axis == "yaw":
+            yaw = math.remainder(yaw + rate, 2.0 * math.pi)
+        else:
+            if abs(pitch + rate) > max_pitch:
+                rate = -rate
+            pitch += rate
+    return out
+
+
+KINDS = ("walk", "path", "rotation", "revisit", "orbit", "jitter", "look")
 
 
 def make_trajectory(kind: str, geom: SceneGeometry, start: np.ndarray, frames: int,
@@ -265,4 +293,6 @@ def make_trajectory(kind: str, geom: SceneGeometry, start: np.ndarray, frames: i
         return orbit(geom, start, frames, rng)
     if kind == "jitter":
         return jitter(geom, start, frames, rng)
+    if kind == "look":
+        return look_around(start, frames, rng)
     raise ValueError(f"trajectory kind must be one of {KINDS}, got {kind!r}")

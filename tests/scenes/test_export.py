@@ -8,7 +8,7 @@ import torch
 
 from model.train.data import load_index, read_re10k
 from sanawm_env.scenes import RenderConfig, Renderer, make_scene
-from sanawm_env.scenes.export import ExportConfig, export_clips, format_re10k, main
+from sanawm_env.scenes.export import ExportConfig, export_clips, format_re10k, main, parse_kinds
 from sanawm_env.scenes.media import have_video
 
 
@@ -68,3 +68,14 @@ def test_cli_writes_index(tmp_path):
     assert index["clips"][0]["family"] == "outdoor" and index["clips"][0]["frames"] == 3
     with pytest.raises(ValueError, match="families"):
         export_clips(ExportConfig(out=str(tmp_path / "x"), families=("space",)))
+
+
+def test_kinds_option_sets_the_trajectory_mix(tmp_path):
+    main(["--out", str(tmp_path / "ds"), "--clips", "2", "--frames", "3", "--size", "16", "--png", "--no-compile",
+          "--supersample", "1", "--families", "outdoor", "--kinds", "look=1"])
+    index = json.loads((tmp_path / "ds" / "index.json").read_text())
+    assert [c["trajectory"] for c in index["clips"]] == ["look", "look"]
+    assert parse_kinds("walk=0.3, look=0.7") == {"walk": 0.3, "look": 0.7}
+    for bad in ("fly=1", "walk", "walk=-1,look=1", "walk=0"):
+        with pytest.raises(ValueError, match="expected"):
+            parse_kinds(bad)

@@ -7,7 +7,16 @@ import pytest
 
 from sanawm_env.scenes import make_scene, pose
 from sanawm_env.scenes.geometry import SceneGeometry
-from sanawm_env.scenes.trajectories import KINDS, keyboard_walk, make_trajectory, orbit, revisit_loop, rotation
+from sanawm_env.scenes.trajectories import (
+    KINDS,
+    _state,
+    keyboard_walk,
+    look_around,
+    make_trajectory,
+    orbit,
+    revisit_loop,
+    rotation,
+)
 
 
 @pytest.fixture(scope="module", params=[("indoor", 3), ("outdoor", 3)])
@@ -74,3 +83,17 @@ def test_rotation_turns_by_the_requested_angle():
     assert math.isclose(math.atan2(fwd[0], fwd[2]), 0.4 + math.pi / 2, abs_tol=1e-12)
     with pytest.raises(ValueError, match="axis"):
         rotation(start, 5, axis="roll")
+
+
+def test_look_around_turns_in_place_at_keyboard_rates():
+    start = pose(np.array([1.0, 1.5, -2.0]), yaw=0.4, pitch=0.1)
+    traj = look_around(start, 200, np.random.default_rng(3))
+    assert np.array_equal(traj[0], start) and _is_rigid(traj)
+    assert np.allclose(traj[:, :3, 3], start[:3, 3])                 # it never moves
+    yaw = np.unwrap([_state(c)[1] for c in traj])
+    pitch = np.array([_state(c)[2] for c in traj])
+    dyaw, dpitch = np.degrees(np.abs(np.diff(yaw))), np.degrees(np.abs(np.diff(pitch)))
+    assert dyaw.max() <= 5.0 + 1e-6 and dpitch.max() <= 2.5 + 1e-6  # keyboard rates, degrees per frame
+    assert ((dyaw > 0.5) & (dpitch > 1e-9)).sum() == 0                 # one axis at a time
+    assert (dpitch > 0.5).sum() > 20 and (dyaw > 0.5).sum() > 20        # both axes turn, in long segments
+    assert np.abs(pitch).max() <= np.radians(35.0) + 1e-9
