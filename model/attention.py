@@ -27,6 +27,7 @@ from . import gdn
 from .camera import UCPETransforms, apply_ucpe_fast, post_ucpe_renorm
 from .config import WorldModelConfig
 from .layers import RMSNorm
+from .parallel import beside, join
 from .rope import apply_rope
 from .state import BlockCache
 
@@ -321,12 +322,17 @@ class SanaWMAttention(nn.Module):
         clean pass)."""
         proj = self._project(x)
         beta = gamma = None
+        if not self.softmax:
+            beta, gamma = self._gates(proj[5], proj[6], ctx)
+        cam = None  # the camera branch runs beside the main one in a CPU trace (model/parallel.py)
+        if ctx.cam is not None:
+            cam = beside(lambda: self.out_proj_cam(self._camera(proj[1], proj[2], proj[3], ctx, beta, gamma,
+                                                                cache, write)))
         if self.softmax:
             out = self._main_softmax(proj[0], ctx, cache, write)
         else:
-            beta, gamma = self._gates(proj[5], proj[6], ctx)
             out = self._main_gdn(proj[0], ctx, beta, gamma, cache, write).to(x.dtype)
-        if ctx.cam is not None:
-            out = out + self.out_proj_cam(self._camera(proj[1], proj[2], proj[3], ctx, beta, gamma, cache, write))
+        if cam is not None:
+            out = out + join(cam)
         out = out.float() * F.silu(proj[4].float())
         return self.proj(out.to(x.dtype))

@@ -31,6 +31,7 @@ import torch
 from .camera import _plucker_frames, scale_intrinsics, se3_inverse
 from .checkpoint import load_checkpoint, metadata, read_config, read_state_dict
 from .config import get_config
+from .parallel import beside, join
 from .schedule import distilled_sigmas
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
@@ -399,11 +400,14 @@ class StreamingGenerator:
                 x0 = x - sig * v
                 x = (1.0 - nxt) * x0 + nxt * counter_normal(state.seed, state.chunk_index, i + 1,
                                                               x.shape[1:], self.dtype)
-        self._forward(state, x, torch.zeros(b, tc, device=self.device), prepared, write=True)
+        # The clean pass (DiT caches) and the decode (VAE cache) read the same latent and write disjoint state,
+        # so a CPU trace runs them at once (model/parallel.py).
+        clean = beside(lambda: self._forward(state, x, torch.zeros(b, tc, device=self.device), prepared, write=True))
+        frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
+        join(clean)
         self._commit(state)
         state.pose.copy_(c2w[:, -1])
         state.latent.copy_(x[:, :, -1:])
-        frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
         if state.frame.shape[1]:
             state.frame.copy_(frames[-1][:, :, -1:])
         rgb = torch.cat(frames, dim=2).clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
