@@ -11,7 +11,8 @@ against. The two halves must not write what the other reads (each writes its own
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
