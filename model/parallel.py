@@ -11,6 +11,8 @@ against. The two halves must not write what the other reads (each writes its own
 
 from __future__ import annotations
 
+import atexit
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +21,24 @@ import torch
 __all__ = ["beside", "join"]
 
 
+_EXIT_GRACE_S = 0.02
+
+
+def _exit_grace() -> None:
+    """Give the inter-op pool a moment at interpreter exit. Why: a replay that waited on a fork may finish
+    unwinding on a pool thread just after the step returned; a process that exits at once can then tear down
+    Python under it (seen once: "terminate called without an active exception" right after a last step; known
+    upstream, pytorch/pytorch#60998)."""
+    time.sleep(_EXIT_GRACE_S)
+
+
 def beside(fn: Callable[[], Any]) -> Any:
     """Start fn() beside the caller when tracing (a future), else run it now (its result)."""
-    return torch.jit.fork(fn) if torch.jit.is_tracing() else fn()
+    if not torch.jit.is_tracing():
+        return fn()
+    atexit.unregister(_exit_grace)   # once per process, however many traces record forks
+    atexit.register(_exit_grace)
+    return torch.jit.fork(fn)
 
 
 def join(handle: Any) -> Any:
