@@ -38,9 +38,12 @@ def parse_kinds(text: str) -> dict[str, float]:
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
         name, _, w = item.partition("=")
-        if name not in KINDS or not w:
-            raise ValueError(f"expected kind=weight with kind in {KINDS}, got {item!r}")
-        out[name] = float(w)
+        try:
+            if name not in KINDS:
+                raise ValueError
+            out[name] = float(w)
+        except ValueError:
+            raise ValueError(f"expected kind=weight with kind in {KINDS} and a number, got {item!r}") from None
     if not out or min(out.values()) < 0 or sum(out.values()) <= 0:
         raise ValueError(f"expected non-negative weights with a positive sum, got {text!r}")
     return out

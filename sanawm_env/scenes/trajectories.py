@@ -266,8 +266,8 @@ def look_around(start: np.ndarray, frames: int, rng: np.random.Generator,
         if axis == "yaw":
             yaw = math.remainder(yaw + rate, 2.0 * math.pi)
         else:
-            if abs(pitch + rate) > max_pitch:
-                rate = -rate
+            if abs(pitch + rate) > max_pitch:   # turn back toward level (also from a start beyond the limit)
+                rate = -math.copysign(abs(rate), pitch)
             pitch += rate
     return out
 

@@ -76,6 +76,6 @@ def test_kinds_option_sets_the_trajectory_mix(tmp_path):
     index = json.loads((tmp_path / "ds" / "index.json").read_text())
     assert [c["trajectory"] for c in index["clips"]] == ["look", "look"]
     assert parse_kinds("walk=0.3, look=0.7") == {"walk": 0.3, "look": 0.7}
-    for bad in ("fly=1", "walk", "walk=-1,look=1", "walk=0"):
+    for bad in ("fly=1", "walk", "walk=x", "walk=-1,look=1", "walk=0"):
         with pytest.raises(ValueError, match="expected"):
             parse_kinds(bad)

@@ -97,3 +97,6 @@ def test_look_around_turns_in_place_at_keyboard_rates():
     assert ((dyaw > 0.5) & (dpitch > 1e-9)).sum() == 0                 # one axis at a time
     assert (dpitch > 0.5).sum() > 20 and (dyaw > 0.5).sum() > 20        # both axes turn, in long segments
     assert np.abs(pitch).max() <= np.radians(35.0) + 1e-9
+    # from a start beyond the limit, pitch turns come back toward level instead of oscillating out there
+    steep = look_around(pose(np.zeros(3), yaw=0.0, pitch=np.radians(50.0)), 200, np.random.default_rng(4))
+    assert np.degrees(np.abs([_state(c)[2] for c in steep[-50:]])).max() <= 35.0 + 1e-6
