@@ -33,17 +33,22 @@ from .trajectories import KINDS, make_trajectory, open_heading
 DEFAULT_KIND_WEIGHTS = {"walk": 0.4, "path": 0.15, "rotation": 0.15, "revisit": 0.1, "orbit": 0.1, "jitter": 0.1}
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_kinds(text: str) -> dict[str, float]:
     """'walk=0.3,look=0.2' -> {'walk': 0.3, 'look': 0.2}: the trajectory mix of an export."""
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
         name, _, w = item.partition("=")
-        try:
-            if name not in KINDS:
-                raise ValueError
-            out[name] = float(w)
-        except ValueError:
-            raise ValueError(f"expected kind=weight with kind in {KINDS} and a number, got {item!r}") from None
+        if name not in KINDS or not _is_number(w):
+            raise ValueError(f"expected kind=weight with kind in {KINDS} and a number, got {item!r}")
+        out[name] = float(w)
     if not out or min(out.values()) < 0 or sum(out.values()) <= 0:
         raise ValueError(f"expected non-negative weights with a positive sum, got {text!r}")
     return out
