@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-inductor lint venv clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
@@ -22,6 +22,10 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# The compiled (inductor) step against eager: C++ compilation takes minutes, so it is not part of `make test`.
+test-inductor: $(STAMP)
+	SANAWM_INDUCTOR=1 $(VENV)/bin/pytest -q -m inductor
 
 demo: $(STAMP)
 	$(PY) -m agents.demo --out demo_out

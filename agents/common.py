@@ -133,7 +133,7 @@ class EnvArgs:
     max_episode_steps: int = arg(0, f"truncate episodes after this many steps (0: {MAX_EPISODE_STEPS} for goal "
                                     f"tasks, none for freeroam)")
     device: str = arg("cpu", "torch device of the backend")
-    compile: bool = arg(False, "oracle: fuse the ray caster with torch.compile (the first step compiles)")
+    compile: bool = arg(False, "torch.compile the oracle's ray caster and, on CPU, the model's step (slow first step)")
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `SanaWMEnv` (JSON-serialisable; what logs and policy configs store)."""

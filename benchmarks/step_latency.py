@@ -4,8 +4,9 @@
 
 Rows (all ratios measured in this one run):
 - steps: `--preset` at batch 1 on CPU, eager and traced (`trace=True`, the env's CPU default), traced with one
-  denoising pass, and traced on one thread; p50 / p99 ms per step and frames/s (random weights if none are
-  shipped; the time of a step does not depend on the weights);
+  denoising pass, traced on one thread, and compiled (`compile=True`, env `compile=True`; not with `--no-compile`);
+  p50 / p99 ms per step and frames/s (random weights if none are shipped; the time of a step does not depend on
+  the weights), the compilation's time and the compiled frames against eager;
 - cache vs recompute: one step at episode length L with the streaming caches against the naive baseline that
   recomputes the whole visible context every pass (`RecomputeGenerator`), L = 16, 64, 256;
 - flat: latency and `WorldState.nbytes()` at step 100 and step `--long-steps` (`--long-preset`);
@@ -104,7 +105,8 @@ def _row(gen: StreamingGenerator, preset: str, ts: list[float], graph: bool = Fa
     ts = sorted(ts)
     p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
     return {"preset": preset, "device": str(gen.device), "dtype": str(gen.dtype).replace("torch.", ""),
-            "batch": gen.batch_size, "graph": graph, "trace": trace, "passes": len(gen.sigmas) - 1,
+            "batch": gen.batch_size, "graph": graph, "trace": trace, "compile": gen.compile,
+            "passes": len(gen.sigmas) - 1,
             "steps": len(ts), "p50_ms": p50 * 1e3,
             "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50, "frames_per_s": gen.batch_size * gen.frames_per_step / p50}
 
@@ -117,11 +119,13 @@ def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = Fa
     return _row(gen, preset, time_steps(gen, state, c2w, n), graph=graph)
 
 
-def bench_cpu_modes(preset: str, n: int, rounds: int = 6) -> list[dict]:
+def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) -> dict:
     """Eager and traced (`trace=True`) steps at batch 1 on CPU, traced with one denoising pass
-    (`denoise_timesteps=(1000, 0)`), and traced on one thread (the step is thousands of small ops, so a second
-    thread may cost more in handoffs than it gives), timed in alternating rounds so that all see the same machine
-    noise (a shared 2-core machine drifts by 10-40 % between minutes)."""
+    (`denoise_timesteps=(1000, 0)`), traced on one thread (the step is thousands of small ops, so a second
+    thread may cost more in handoffs than it gives), and compiled (`compile=True`: torch.compile's inductor fuses
+    the small ops), timed in alternating rounds so that all see the same machine noise (a shared 2-core machine
+    drifts by 10-40 % between minutes). Also: the compiled step's first call (the compilation: minutes cold, less
+    from inductor's on-disk cache) and its frames against the eager step's on the same inputs."""
     gens = [make_generator(preset, "cpu", torch.float32, 1, trace=t) for t in (False, True)]
     gens.append(make_generator(preset, "cpu", torch.float32, 1, trace=True, denoise_timesteps=(1000, 0)))
     default = torch.get_num_threads()
@@ -129,25 +133,41 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6) -> list[dict]:
     if default > 1:  # the traced generator again, on its own state, one thread during its rounds
         gens.append(gens[1])
         threads.append(1)
+    if compile:
+        gens.append(make_generator(preset, "cpu", torch.float32, 1, compile=True))
+        threads.append(default)
     states = [g.reset(first_frames(g, 1), seed=0) for g in gens]
     c2w = walk(gens[0], 1, "cpu")
     times: list[list[float]] = [[] for _ in gens]
+    out: dict = {}
     try:
         for g, s, th in zip(gens, states, threads):
             torch.set_num_threads(th)
+            if g.compile:
+                print("compiling the step (torch.compile, inductor): minutes on a cold cache", flush=True)
+                out["compile_first_step_s"] = time_steps(g, s, c2w, 1)[0]
             time_steps(g, s, c2w, 5)  # warm-up (the trace is recorded on the first step, then profiled twice)
-        for _ in range(rounds):
+        for _ in tqdm(range(rounds), desc="cpu steps, rounds", leave=False):
             for i, (g, s, th) in enumerate(zip(gens, states, threads)):
                 torch.set_num_threads(th)
                 times[i] += time_steps(g, s, c2w, max(1, n // rounds))
     finally:
         torch.set_num_threads(default)
-    return [{**_row(g, preset, ts, trace=g.trace), "threads": th} for g, ts, th in zip(gens, times, threads)]
+    if compile:   # one step from the same state: the compiled state is overwritten with the eager one's
+        for dst, src in zip(states[-1]._all(), states[0]._all()):
+            dst.copy_(src)
+        eager_rgb, eager_lat = gens[0].step(states[0], c2w, return_latents=True)
+        comp_rgb, comp_lat = gens[-1].step(states[-1], c2w, return_latents=True)
+        out["compiled_vs_eager_max_frame_diff"] = int((eager_rgb.int() - comp_rgb.int()).abs().max())
+        out["compiled_vs_eager_max_latent_diff"] = float((eager_lat - comp_lat).abs().max())
+    out["rows"] = [{**_row(g, preset, ts, trace=g.trace), "threads": th} for g, ts, th in zip(gens, times, threads)]
+    return out
 
 
 def _replay(row: dict) -> str:
-    """How a row's step ran: eager, CUDA graph, or the CPU trace."""
-    return "graph" if row.get("graph") else "trace" if row.get("trace") else "eager"
+    """How a row's step ran: eager, CUDA graph, the CPU trace, or compiled on CPU."""
+    return ("graph" if row.get("graph") else "trace" if row.get("trace") else
+            "compile" if row.get("compile") else "eager")
 
 
 def bench_switch(preset: str, device, dtype, batch: int, n: int) -> dict:
@@ -260,6 +280,8 @@ def main(argv=None) -> dict:
     p.add_argument("--long-steps", type=int, default=5000)
     p.add_argument("--gpu-presets", nargs="*", default=["tiny", "tiny64"], help="presets of the eager/graph rows")
     p.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on the GPU machine)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip the compiled CPU row (its first step compiles C++ for minutes on a cold cache)")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -270,11 +292,15 @@ def main(argv=None) -> dict:
     if cuda:
         res["device_facts"] = device_facts()
     if not a.gpu_only:
-        res["steps"] = bench_cpu_modes(a.preset, 2 * a.steps)
+        cpu = bench_cpu_modes(a.preset, 2 * a.steps, compile=not a.no_compile)
+        res["steps"] = cpu.pop("rows")
+        res.update(cpu)
         res["trace_speedup"] = res["steps"][0]["p50_ms"] / res["steps"][1]["p50_ms"]
         res["one_pass_speedup"] = res["steps"][1]["p50_ms"] / res["steps"][2]["p50_ms"]
-        if len(res["steps"]) > 3:
+        if res["steps"][3]["threads"] == 1:
             res["one_thread_speedup"] = res["steps"][1]["p50_ms"] / res["steps"][3]["p50_ms"]
+        if not a.no_compile:
+            res["compile_over_trace"] = res["steps"][1]["p50_ms"] / res["steps"][-1]["p50_ms"]
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
@@ -314,6 +340,11 @@ def main(argv=None) -> dict:
         print(f"one denoising pass over two, traced (p50): {res['one_pass_speedup']:.2f}x")
         if "one_thread_speedup" in res:
             print(f"one thread over {res['threads']}, traced (p50): {res['one_thread_speedup']:.2f}x")
+        if "compile_over_trace" in res:
+            print(f"compiled over traced (p50): {res['compile_over_trace']:.2f}x; first compiled step (the "
+                  f"compilation) {res['compile_first_step_s']:.0f} s; compiled vs eager: frames max diff "
+                  f"{res['compiled_vs_eager_max_frame_diff']}/255, latents "
+                  f"{res['compiled_vs_eager_max_latent_diff']:.1e}")
         print(f"\ncache vs recompute ({a.recompute_preset}, one step at episode length L)")
         print(f"{'L':>5} {'stream ms':>10} {'recompute ms':>13} {'ratio':>7}")
         for r in res["recompute"]:

@@ -20,9 +20,10 @@ with the full chunk-causal forward.
 
 from __future__ import annotations
 
+import types
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +68,34 @@ class StreamingGenerator:
     def __init__(self, model: SanaWMTransformer, vae: CausalVAE, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
                  sampler: str = "euler", trace: bool = False, render: dict | None = None,
-                 denoise_timesteps: Sequence[int] | None = None):
+                 denoise_timesteps: Sequence[int] | None = None, compile: bool | str = False):
         """denoise_timesteps: the per-step schedule, falling to 0 (default: the checkpoint's `cfg.denoise_timesteps`);
         one pass fewer took 28 % off the traced CPU step (`benchmarks/step_latency.py`), at the quality
-        `benchmarks/fidelity.py` measures."""
+        `benchmarks/fidelity.py` measures.
+        Three ways to replay a step without Python, one at a time: `graph` (CUDA graph), `trace` (torch.jit, CPU)
+        and `compile` (CPU: the step body fused by torch.compile; True is the inductor backend, a string names
+        another). Compiled, a tiny step ran 1.8x the trace on the 2-core CPU, after a first step that compiles for
+        minutes (about 8 cold, 40 s from inductor's on-disk cache); it falls back to the trace where it cannot
+        compile (no C++ compiler)."""
         cfg = model.cfg
+        self.device = torch.device(device)
+        self.graph, self.trace = bool(graph), bool(trace)
+        self.compile = "inductor" if compile is True else (compile or None)
+        if self.compile is not None and not isinstance(self.compile, str):
+            raise ValueError(f"compile must be a bool or a torch.compile backend name, got {compile!r}")
+        if sum((self.graph, self.trace, self.compile is not None)) > 1:
+            raise ValueError(f"graph, trace and compile are three ways to replay a step; pick one (got graph={graph}, "
+                             f"trace={trace}, compile={compile!r})")
+        if self.graph and self.device.type != "cuda":
+            raise ValueError(f"graph=True needs a CUDA device, got {self.device}")
+        if self.compile and self.device.type != "cpu":
+            raise ValueError(f"compile is the CPU replay; on {self.device} use graph=True")
+        if self.compile:
+            try:
+                torch._dynamo.lookup_backend(self.compile)
+            except Exception as e:
+                raise ValueError(f"compile: expected True or a torch.compile backend name, got {compile!r} ({e})") \
+                    from None
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if vae.spatial_factor != cfg.vae_spatial or vae.temporal_factor != cfg.vae_temporal or \
@@ -79,7 +103,6 @@ class StreamingGenerator:
             raise ValueError(f"VAE ({vae.spatial_factor}x, {vae.temporal_factor}t, {vae.latent_channels} ch) does not "
                              f"match the model ({cfg.vae_spatial}x, {cfg.vae_temporal}t, {cfg.in_channels} ch)")
         self.cfg = cfg
-        self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(self.device, dtype).eval()
         for blk in self.model.blocks:  # inference: one input matmul per attention instead of seven
@@ -90,15 +113,10 @@ class StreamingGenerator:
         self.batch_size = int(batch_size)
         self.sampler = sampler
         self.render = dict(render or {})   # how the training frames were rendered (checkpoint metadata)
-        self.graph, self.trace = bool(graph), bool(trace)
-        if self.trace and self.graph:
-            raise ValueError("trace=True is the CPU replay; on CUDA use graph=True (not both)")
-        if self.graph and self.device.type != "cuda":
-            raise ValueError(f"graph=True needs a CUDA device, got {self.device}")
-        if self.trace:  # traced weights become constants: frozen from here on
+        if self.trace or self.compile:  # replayed weights are the module's as they stand: frozen from here on
             self.model.requires_grad_(False)
             self.vae.requires_grad_(False)
-        self._traces: dict[int, torch.jit.ScriptFunction] = {}   # batch size -> traced step body
+        self._replays: dict[int, Callable] = {}   # batch size -> traced or compiled step body
         timesteps = cfg.denoise_timesteps if denoise_timesteps is None else tuple(denoise_timesteps)
         distilled_sigmas(timesteps)   # validates: falls strictly from <= 1000 to 0
         self.sigmas = [t / 1000.0 for t in timesteps]   # Python floats: 1000 * sigma gives the integer back
@@ -426,26 +444,48 @@ class StreamingGenerator:
             rgb, lat = self._graph_step(state, c2w)
         else:
             c2w = self._check_c2w(c2w, state.batch_size, self.frames_per_step)
-            rgb, lat = self._traced_step(state, c2w) if self.trace else self._step_core(state, c2w)
+            replay = self.trace or self.compile is not None
+            rgb, lat = self._replayed_step(state, c2w) if replay else self._step_core(state, c2w)
         return (rgb, lat) if return_latents else rgb
 
-    # ------------------------------------------------------------------ traced replay (CPU)
-    def _traced_step(self, state: WorldState, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step body traced once per batch size with torch.jit and replayed without Python: the CPU
-        counterpart of the CUDA graph (a step is ~10k small ops, and Python dispatch is a third of its time).
-        Any state of that layout is stepped in place through its tensors; `_step_core` stays the reference."""
-        fn = self._traces.get(state.batch_size)
+    # ------------------------------------------------------------------ traced or compiled replay (CPU)
+    def _replayed_step(self, state: WorldState, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step body recorded once per batch size and replayed without Python: the CPU counterpart of the CUDA
+        graph (a step is ~10k small ops, and Python dispatch is a third of its time). `trace`: torch.jit;
+        `compile`: torch.compile, which also fuses the small ops. Any state of that layout is stepped in place
+        through its tensors; `_step_core` stays the reference."""
+        fn = self._replays.get(state.batch_size)
         if fn is None:
             template = state.clone()   # its layout, and the example inputs the recording steps (then unused)
 
             def body(c2w, *flat):
                 return self._step_core(template.with_tensors(flat), c2w)
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # TracerWarnings: the body is static by construction
-                fn = torch.jit.trace(body, (c2w, *template._all()), check_trace=False)
-            self._traces[state.batch_size] = fn
+            fn = self._compiled(body, c2w, template) if self.compile else None
+            if fn is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")   # TracerWarnings: the body is static by construction
+                    fn = torch.jit.trace(body, (c2w, *template._all()), check_trace=False)
+            self._replays[state.batch_size] = fn
         return fn(c2w, *state._all())
+
+    def _compiled(self, body, c2w: torch.Tensor, template: WorldState) -> Callable | None:
+        """torch.compile of the step body, compiled now by stepping the template (a copy: a failure leaves the
+        caller's state alone); None, with a warning, where it cannot compile, so the trace takes over.
+        Each body gets its own code object: dynamo keys its cache on the code, and a shared one would count every
+        generator of the process against one recompile limit, past which it silently runs eager."""
+        body = types.FunctionType(body.__code__.replace(), body.__globals__, body.__name__, body.__defaults__,
+                                  body.__closure__)
+        fn = torch.compile(body, backend=self.compile, fullgraph=True, dynamic=False)
+        try:
+            fn(c2w, *template._all())
+        except Exception as e:  # no C++ compiler, an unsupported platform...
+            while (inner := getattr(e, "inner_exception", None) or e.__cause__) is not None:
+                e = inner   # dynamo wraps the backend's error
+            warnings.warn(f"torch.compile({self.compile!r}) of the step failed, replaying a trace instead: "
+                          f"{type(e).__name__}: {e}", stacklevel=4)
+            return None
+        return fn
 
     # ------------------------------------------------------------------ CUDA graph
     def _upload_poses(self, c2w_host: torch.Tensor) -> None:

@@ -157,5 +157,15 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor, inverse: bool = False) -> t
     f = freqs.to(device=x.device, dtype=cdtype)
     if inverse:
         f = f.conj()
+    if torch.compiler.is_compiling():   # inductor makes no code for complex ops: the same product in reals
+        return rotate_pairs(x.to(work), torch.view_as_real(f.resolve_conj())).to(x.dtype)
     xc = torch.view_as_complex(x.to(work).reshape(*x.shape[:-1], d // 2, 2).contiguous())  # [..., N, D/2]
     return torch.view_as_real(xc * f).reshape(x.shape).to(x.dtype)
+
+
+def rotate_pairs(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """`apply_rope`'s complex product in real arithmetic, for torch.compile (which fuses it): x [..., N, D],
+    f [..., N, D // 2, 2] the table as (cos, sin) pairs. The complex path stays the reference (test_rope.py)."""
+    xp = x.unflatten(-1, (-1, 2))                                          # [..., N, D/2, 2]
+    x0, x1, c, s = xp[..., 0], xp[..., 1], f[..., 0], f[..., 1]
+    return torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), -1).flatten(-2)  # [..., N, D]

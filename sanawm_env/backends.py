@@ -278,9 +278,11 @@ class ModelBackend:
 
         if num_worlds < 1:
             raise ValueError(f"num_worlds must be at least 1, got {num_worlds}")
-        # on CPU the step body is traced once and replayed (StreamingGenerator trace=True); on CUDA, graph=True
+        # on CPU the step body is replayed: traced (StreamingGenerator trace=True), or with `compile` fused by
+        # torch.compile (its first step compiles for minutes); on CUDA, graph=True
+        cpu = torch.device(device).type == "cpu"
         self.gen = StreamingGenerator.from_pretrained(model, device=device, batch_size=num_worlds, graph=graph,
-                                                      trace=torch.device(device).type == "cpu",
+                                                      trace=cpu and not compile, compile=cpu and compile,
                                                       denoise_timesteps=denoise_timesteps)
         self.height, self.width = self.gen.frame_hw
         if (height, width) not in ((None, None), (self.height, self.width)):

@@ -166,7 +166,8 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--backend", default="oracle")
-    p.add_argument("--compile", action="store_true", help="fuse the oracle's ray caster (first step compiles)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the oracle's ray caster and, on CPU, the model's step (first step compiles)")
     a = p.parse_args(argv)
     import gymnasium as gym
 

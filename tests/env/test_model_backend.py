@@ -153,3 +153,11 @@ def test_model_timesteps_reach_the_generator_and_change_the_frames():
     assert not np.array_equal(frames[True][-1], frames[False][-1])
     with pytest.raises(ValueError, match="timesteps must fall"):
         gym.make("SanaWM/FreeRoam-v0", **MODEL, model_timesteps=(0, 1000))
+
+
+def test_compile_fuses_the_model_step_on_cpu_instead_of_the_trace():
+    """env `compile=True` compiles the model's step too (the first step compiles; tests/model/test_generator.py
+    checks the compiled step against eager), and stays the traced replay without it."""
+    fused, traced = ModelBackend(1, model="micro", compile=True), ModelBackend(1, model="micro")
+    assert (fused.gen.compile, fused.gen.trace, fused.oracle.cfg.compile) == ("inductor", False, True)
+    assert (traced.gen.compile, traced.gen.trace, traced.oracle.cfg.compile) == (None, True, False)

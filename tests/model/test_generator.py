@@ -2,6 +2,7 @@
 fork, determinism, soak, bad input; CUDA-graph checks marked `gpu`."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -240,20 +241,21 @@ def test_soak_2000_steps_bounded_and_constant_memory(first):
     assert int(state.chunk_index[0]) == 2001
 
 
-@pytest.mark.parametrize("space", ["latent", "pixel"])
-def test_traced_step_matches_eager_through_fork_reset_and_select(first, space):
-    """trace=True (the CPU replay of the step body) against the eager reference: same frames and latents step by
-    step, for a fork, a mid-episode reset of one world, and a selected sub-batch (a second trace)."""
+def _replay_matches_eager(first, space: str, sub_batch: bool = True, **replay) -> StreamingGenerator:
+    """A replayed generator (`replay`: trace or compile) against the eager reference: same frames and latents step by
+    step, for a fork, a mid-episode reset of one world, and (`sub_batch`) a selected sub-batch: a second recording."""
     eager = StreamingGenerator(*micro_model(warp_space=space), batch_size=3)
-    traced = StreamingGenerator(*micro_model(warp_space=space), batch_size=3, trace=True)
+    replayed = StreamingGenerator(*micro_model(warp_space=space), batch_size=3, **replay)
     poses = _walk(3, 6, eager.frames_per_step)
-    se, st = eager.reset(first, seed=SEED), traced.reset(first, seed=SEED)
+    se, st = eager.reset(first, seed=SEED), replayed.reset(first, seed=SEED)
 
     def both(a, b, c2w):
         ra, la = eager.step(a, c2w, return_latents=True)
-        rb, lb = traced.step(b, c2w, return_latents=True)
+        rb, lb = replayed.step(b, c2w, return_latents=True)
         assert (ra.int() - rb.int()).abs().max() <= 1
         assert torch.allclose(la, lb, atol=1e-4, rtol=0)
+        for x, y in zip(a._all(), b._all()):   # the state written back in place, not only the output
+            assert torch.allclose(x.double(), y.double(), atol=1e-4, rtol=0)
 
     for c2w in poses[:2]:
         both(se, st, c2w)
@@ -264,13 +266,70 @@ def test_traced_step_matches_eager_through_fork_reset_and_select(first, space):
         both(se, st, c2w)
         both(fe, ft, c2w)
     assert int(ft.chunk_index[0]) == 5 and int(st.chunk_index[1]) == 3   # each state advanced on its own
-    sub_e, sub_t = se.select([2, 0]), st.select([2, 0])
-    both(sub_e, sub_t, poses[4][[2, 0]])
-    assert sorted(traced._traces) == [2, 3]
+    if sub_batch:
+        sub_e, sub_t = se.select([2, 0]), st.select([2, 0])
+        both(sub_e, sub_t, poses[4][[2, 0]])
+    assert sorted(replayed._replays) == ([2, 3] if sub_batch else [3])   # one recording per batch size
+    return replayed
+
+
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_traced_step_matches_eager_through_fork_reset_and_select(first, space):
+    """trace=True (the CPU replay of the step body) against the eager reference."""
+    traced = _replay_matches_eager(first, space, trace=True)
     # the camera branches and the clean pass beside the decode run as forks in the replay (model/parallel.py)
-    assert str(traced._traces[3].graph).count("prim::fork") >= 2
-    with pytest.raises(ValueError, match="not both"):
-        StreamingGenerator.from_pretrained("micro", trace=True, graph=True)
+    assert str(traced._replays[3].graph).count("prim::fork") >= 2
+
+
+def test_compiled_step_is_captured_whole_and_matches_eager(first):
+    """compile= (torch.compile of the step body) against the eager reference, with the `aot_eager` backend: dynamo
+    must capture the whole step as one graph (fullgraph) and functionalise its in-place state writes back into the
+    caller's tensors. The inductor backend (C++ codegen, minutes to compile) is the `inductor` test below. One
+    batch size: a second recording is the same mechanism as the trace's (tested above), at 90 s of dynamo here."""
+    _replay_matches_eager(first, "pixel", sub_batch=False, compile="aot_eager")
+
+
+@pytest.mark.inductor
+def test_inductor_step_matches_eager(first):
+    """compile=True, the inductor backend that `benchmarks/step_latency.py` times. Skipped in `make test` (about
+    5 min of C++ compilation on a 2-core CPU); `make test-inductor` runs it."""
+    if os.environ.get("SANAWM_INDUCTOR") != "1":
+        pytest.skip("compiles C++ for minutes: run `make test-inductor` (SANAWM_INDUCTOR=1)")
+    _replay_matches_eager(first, "pixel", compile=True)
+
+
+def test_replay_modes_are_exclusive_and_checked():
+    for kw in ({"trace": True, "graph": True}, {"trace": True, "compile": True}, {"graph": True, "compile": True}):
+        with pytest.raises(ValueError, match="pick one"):
+            StreamingGenerator.from_pretrained("micro", **kw)
+    with pytest.raises(ValueError, match="CPU replay"):
+        StreamingGenerator(*micro_model(), device="meta", compile=True)
+    with pytest.raises(ValueError, match="backend name, got 'no-such-backend'"):
+        StreamingGenerator.from_pretrained("micro", compile="no-such-backend")
+    with pytest.raises(ValueError, match="bool or a torch.compile backend name"):
+        StreamingGenerator.from_pretrained("micro", compile=3)
+
+
+def test_compile_failure_falls_back_to_the_trace_and_leaves_the_state(first, monkeypatch):
+    """Where torch.compile cannot compile (inductor without a C++ compiler raises at the first call, wrapped by
+    dynamo), the generator warns with the root cause and replays a trace; the caller's state is stepped once, by the
+    trace."""
+    def broken(*args):
+        try:
+            raise RuntimeError("no compiler here")
+        except RuntimeError as e:
+            raise ValueError("backend='inductor' raised") from e
+
+    eager = StreamingGenerator(*micro_model(), batch_size=3)
+    replayed = StreamingGenerator(*micro_model(), batch_size=3, compile=True)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
+    se, st = eager.reset(first, seed=SEED), replayed.reset(first, seed=SEED)
+    c2w = _walk(3, 1, eager.frames_per_step)[0]
+    with pytest.warns(UserWarning, match="replaying a trace instead: RuntimeError: no compiler here"):
+        rb = replayed.step(st, c2w)
+    assert (eager.step(se, c2w).int() - rb.int()).abs().max() <= 1
+    assert int(st.chunk_index[0]) == int(se.chunk_index[0]) == 2
+    assert isinstance(replayed._replays[3], torch.jit.ScriptFunction)
 
 
 def test_with_tensors_rebuilds_a_state_over_its_own_tensors(gen, first):

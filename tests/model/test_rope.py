@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from model.rope import apply_rope, cam_rope_freqs, rope_axis_sizes, rope_freqs
+from model.rope import apply_rope, cam_rope_freqs, rope_axis_sizes, rope_freqs, rotate_pairs
 
 
 def _direct_table(head_dim: int, frames: int, height: int, width: int, frame_offset: int = 0) -> torch.Tensor:
@@ -69,6 +69,20 @@ def test_apply_is_interleaved_pair_rotation_and_inverse_undoes_it():
     torch.testing.assert_close(out[..., 1::2], even * sin + odd * cos, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(apply_rope(out, freqs, inverse=True), x, atol=1e-6, rtol=1e-6)
     assert (out - x).abs().max() > 0.1  # it does rotate
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_real_rotation_for_compile_matches_the_complex_product(inverse):
+    """`rotate_pairs` (what apply_rope runs under torch.compile) against apply_rope's complex product, with a
+    per-world table broadcast over heads as the streaming step uses it; and apply_rope compiled end to end."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 12, 10, generator=g)
+    freqs = torch.polar(torch.ones(2, 1, 12, 5), torch.randn(2, 1, 12, 5, generator=g))   # [B, 1, N, D/2]
+    f = freqs.conj().resolve_conj() if inverse else freqs
+    torch.testing.assert_close(rotate_pairs(x, torch.view_as_real(f)), apply_rope(x, freqs, inverse),
+                               atol=1e-6, rtol=1e-6)
+    compiled = torch.compile(apply_rope, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, freqs, inverse), apply_rope(x, freqs, inverse), atol=1e-6, rtol=1e-6)
 
 
 def test_apply_keeps_dtype():
