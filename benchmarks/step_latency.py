@@ -130,12 +130,15 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
     gens.append(make_generator(preset, "cpu", torch.float32, 1, trace=True, denoise_timesteps=(1000, 0)))
     default = torch.get_num_threads()
     threads = [default, default, default]
+    names = ["eager", "trace", "trace_one_pass"]
     if default > 1:  # the traced generator again, on its own state, one thread during its rounds
         gens.append(gens[1])
         threads.append(1)
+        names.append("trace_one_thread")
     if compile:
         gens.append(make_generator(preset, "cpu", torch.float32, 1, compile=True))
         threads.append(default)
+        names.append("compile")
     states = [g.reset(first_frames(g, 1), seed=0) for g in gens]
     c2w = walk(gens[0], 1, "cpu")
     times: list[list[float]] = [[] for _ in gens]
@@ -160,7 +163,8 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
         comp_rgb, comp_lat = gens[-1].step(states[-1], c2w, return_latents=True)
         out["compiled_vs_eager_max_frame_diff"] = int((eager_rgb.int() - comp_rgb.int()).abs().max())
         out["compiled_vs_eager_max_latent_diff"] = float((eager_lat - comp_lat).abs().max())
-    out["rows"] = [{**_row(g, preset, ts, trace=g.trace), "threads": th} for g, ts, th in zip(gens, times, threads)]
+    out["rows"] = [{**_row(g, preset, ts, trace=g.trace), "threads": th, "row": name}
+                   for g, ts, th, name in zip(gens, times, threads, names)]
     return out
 
 
@@ -295,12 +299,13 @@ def main(argv=None) -> dict:
         cpu = bench_cpu_modes(a.preset, 2 * a.steps, compile=not a.no_compile)
         res["steps"] = cpu.pop("rows")
         res.update(cpu)
-        res["trace_speedup"] = res["steps"][0]["p50_ms"] / res["steps"][1]["p50_ms"]
-        res["one_pass_speedup"] = res["steps"][1]["p50_ms"] / res["steps"][2]["p50_ms"]
-        if res["steps"][3]["threads"] == 1:
-            res["one_thread_speedup"] = res["steps"][1]["p50_ms"] / res["steps"][3]["p50_ms"]
-        if not a.no_compile:
-            res["compile_over_trace"] = res["steps"][1]["p50_ms"] / res["steps"][-1]["p50_ms"]
+        p50 = {r["row"]: r["p50_ms"] for r in res["steps"]}
+        res["trace_speedup"] = p50["eager"] / p50["trace"]
+        res["one_pass_speedup"] = p50["trace"] / p50["trace_one_pass"]
+        if "trace_one_thread" in p50:
+            res["one_thread_speedup"] = p50["trace"] / p50["trace_one_thread"]
+        if "compile" in p50:
+            res["compile_over_trace"] = p50["trace"] / p50["compile"]
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
