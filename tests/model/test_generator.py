@@ -241,9 +241,11 @@ def test_soak_2000_steps_bounded_and_constant_memory(first):
     assert int(state.chunk_index[0]) == 2001
 
 
-def _replay_matches_eager(first, space: str, sub_batch: bool = True, **replay) -> StreamingGenerator:
-    """A replayed generator (`replay`: trace or compile) against the eager reference: same frames and latents step by
-    step, for a fork, a mid-episode reset of one world, and (`sub_batch`) a selected sub-batch: a second recording."""
+def _replay_matches_eager(first, space: str, sub_batch: bool = True, atol: float = 1e-4,
+                          **replay) -> StreamingGenerator:
+    """A replayed generator (`replay`: trace or compile) against the eager reference: same frames and latents (and
+    state, within `atol`) step by step, for a fork, a mid-episode reset of one world, and (`sub_batch`) a selected
+    sub-batch: a second recording."""
     eager = StreamingGenerator(*micro_model(warp_space=space), batch_size=3)
     replayed = StreamingGenerator(*micro_model(warp_space=space), batch_size=3, **replay)
     poses = _walk(3, 6, eager.frames_per_step)
@@ -253,9 +255,9 @@ def _replay_matches_eager(first, space: str, sub_batch: bool = True, **replay) -
         ra, la = eager.step(a, c2w, return_latents=True)
         rb, lb = replayed.step(b, c2w, return_latents=True)
         assert (ra.int() - rb.int()).abs().max() <= 1
-        assert torch.allclose(la, lb, atol=1e-4, rtol=0)
+        assert torch.allclose(la, lb, atol=atol, rtol=0)
         for x, y in zip(a._all(), b._all()):   # the state written back in place, not only the output
-            assert torch.allclose(x.double(), y.double(), atol=1e-4, rtol=0)
+            assert torch.allclose(x.double(), y.double(), atol=atol, rtol=0)
 
     for c2w in poses[:2]:
         both(se, st, c2w)
@@ -295,7 +297,9 @@ def test_inductor_step_matches_eager(first):
     5 min of C++ compilation on a 2-core CPU); `make test-inductor` runs it."""
     if os.environ.get("SANAWM_INDUCTOR") != "1":
         pytest.skip("compiles C++ for minutes: run `make test-inductor` (SANAWM_INDUCTOR=1)")
-    _replay_matches_eager(first, "pixel", compile=True)
+    # Fused kernels sum in another order (and contract multiply-adds): micro's latents, of magnitude ~4 under its
+    # random weights, came within 1.2e-4 of eager after 6 steps; frames stay within 1/255.
+    _replay_matches_eager(first, "pixel", atol=1e-3, compile=True)
 
 
 def test_replay_modes_are_exclusive_and_checked():
