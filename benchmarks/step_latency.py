@@ -101,11 +101,11 @@ def first_frames(gen: StreamingGenerator, batch: int) -> torch.Tensor:
     return torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-def _row(gen: StreamingGenerator, preset: str, ts: list[float], graph: bool = False, trace: bool = False) -> dict:
+def _row(gen: StreamingGenerator, preset: str, ts: list[float]) -> dict:
     ts = sorted(ts)
     p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
     return {"preset": preset, "device": str(gen.device), "dtype": str(gen.dtype).replace("torch.", ""),
-            "batch": gen.batch_size, "graph": graph, "trace": trace, "compile": gen.compile,
+            "batch": gen.batch_size, "graph": gen.graph, "trace": gen.trace, "compile": gen.compile,
             "passes": len(gen.sigmas) - 1,
             "steps": len(ts), "p50_ms": p50 * 1e3,
             "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50, "frames_per_s": gen.batch_size * gen.frames_per_step / p50}
@@ -116,7 +116,7 @@ def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = Fa
     state = gen.reset(first_frames(gen, batch), seed=0)
     c2w = walk(gen, batch, device)
     time_steps(gen, state, c2w, 3)  # warm-up (and graph capture)
-    return _row(gen, preset, time_steps(gen, state, c2w, n), graph=graph)
+    return _row(gen, preset, time_steps(gen, state, c2w, n))
 
 
 def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) -> dict:
@@ -157,13 +157,12 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
     finally:
         torch.set_num_threads(default)
     if compile:   # one step from the same state: the compiled state is overwritten with the eager one's
-        for dst, src in zip(states[-1]._all(), states[0]._all()):
-            dst.copy_(src)
+        states[-1].copy_(states[0])
         eager_rgb, eager_lat = gens[0].step(states[0], c2w, return_latents=True)
         comp_rgb, comp_lat = gens[-1].step(states[-1], c2w, return_latents=True)
         out["compiled_vs_eager_max_frame_diff"] = int((eager_rgb.int() - comp_rgb.int()).abs().max())
         out["compiled_vs_eager_max_latent_diff"] = float((eager_lat - comp_lat).abs().max())
-    out["rows"] = [{**_row(g, preset, ts, trace=g.trace), "threads": th, "row": name}
+    out["rows"] = [{**_row(g, preset, ts), "threads": th, "row": name}
                    for g, ts, th, name in zip(gens, times, threads, names)]
     return out
 
