@@ -59,12 +59,16 @@ class WorldModelConfig:
     #                                   learned per-channel gate (zero at init): x0 += sigma g m (warp - x0)
     warp_skip_range: float = 0.0      # metres: the sink's pull fades as exp(-d / range) with the camera's distance d
     #                                   from frame 0 (a rotation-only warp is wrong once the camera moved); 0 = no fade
+    warp_skip_fill: bool = False      # the previous frame's pull acts only where the sink's does not reach: its
+    #                                   validity times (1 - sink validity) times the sink's fade (see `_skip`)
 
     def __post_init__(self):
         if self.warp_sink and not self.warp_condition:
             raise ValueError("warp_sink needs warp_condition")
         if self.warp_skip and not self.warp_condition:
             raise ValueError("warp_skip needs warp_condition")
+        if self.warp_skip_fill and not (self.warp_skip and self.warp_sink):
+            raise ValueError("warp_skip_fill needs warp_skip and warp_sink")
         if not (self.warp_skip_range >= 0.0 and math.isfinite(self.warp_skip_range)):
             raise ValueError(f"warp_skip_range must be a finite number of metres >= 0, got {self.warp_skip_range}")
         if self.warp_space not in ("latent", "pixel"):

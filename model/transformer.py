@@ -389,12 +389,16 @@ class SanaWMTransformer(nn.Module):
         c = self.cfg.in_channels
         sigma = (timestep.long().float() / 1000.0).to(v.dtype)[:, None, :, None, None]   # (B, 1, T, 1, 1)
         x0 = latents.to(v.dtype) - sigma * v
-        for s in range(self.warp_gate.shape[0]):
-            src = warp[:, s * (c + 1):(s + 1) * (c + 1)]                 # (B, C+1, T, h, w)
+        fade = None if sink_fade is None else sink_fade[:, None, :, None, None].to(v.dtype)   # (B, 1, T, 1, 1)
+        srcs = [warp[:, s * (c + 1):(s + 1) * (c + 1)] for s in range(self.warp_gate.shape[0])]  # (B, C+1, T, h, w)
+        for s, src in enumerate(srcs):
             gate = self.warp_gate[s].view(1, c, 1, 1, 1)
-            if s == 1 and sink_fade is not None:
-                gate = gate * sink_fade[:, None, :, None, None].to(v.dtype)
-            v = v + gate * src[:, c:] * (x0 - src[:, :c])
+            mask = src[:, c:]                                                # (B, 1, T, h, w)
+            if s == 1 and fade is not None:
+                gate = gate * fade
+            if s == 0 and self.cfg.warp_skip_fill:  # only where the sink does not reach, while near frame 0
+                mask = mask * (1.0 - srcs[1][:, c:]) * (1.0 if fade is None else fade)
+            v = v + gate * mask * (x0 - src[:, :c])
         return v
 
     def num_parameters(self) -> int:

@@ -174,6 +174,19 @@ def test_the_sinks_pull_fades_with_the_distance_walked_since_frame_0():
         get_config("micro", warp_skip_range=-1.0)
     assert get_config("tiny64").warp_skip_range > 0 and get_config("micro").warp_skip_range == 0.5
     model = micro_model()[0].eval()                                            # random everywhere, gates too
+    c = model.cfg.in_channels
+    x, warp, gate, x0, v1 = _walked_skip(model, torch.ones(1, 2, 3, *model.cfg.latent_hw))
+    want = x0 + gate[0].view(1, c, 1, 1, 1) * (warp[:, :c] - x0) \
+        + gate[1].view(1, c, 1, 1, 1) * _FADE * (warp[:, c + 1:2 * c + 1] - x0)
+    torch.testing.assert_close(x - v1, want, atol=1e-5, rtol=1e-5)
+
+
+_FADE = torch.exp(-torch.tensor([0.0, 0.3, 1.2]) / 0.5).view(1, 1, 3, 1, 1)   # micro's range 0.5 m
+
+
+def _walked_skip(model, masks):
+    """Three latent frames 0, 0.3 and 1.2 m from frame 0 at sigma 1, warps with validity `masks` [1, 2, 3, h, w]:
+    (x, warp, gate, the x0 estimate with the gates at zero, v with random gates)."""
     cfg, c = model.cfg, model.cfg.in_channels
     x = torch.randn(1, c, 3, *cfg.latent_hw)
     ts = torch.full((1, 3), 1000.0)
@@ -181,18 +194,14 @@ def test_the_sinks_pull_fades_with_the_distance_walked_since_frame_0():
     pose[:, 0, 3] = torch.tensor([0.0, 0.3, 1.2])                               # metres from frame 0
     cond = torch.cat([pose.reshape(1, 3, 16), torch.tensor([[4.0, 4.0, 1.5, 1.5]]).expand(1, 3, 4)], -1)
     warp = torch.randn(1, model.warp_channels, 3, *cfg.latent_hw)
-    warp[:, c::c + 1] = 1.0
+    warp[:, c::c + 1] = masks
     gate = torch.randn(2, c)
     with torch.no_grad():
         model.warp_gate.zero_()
         v0 = model(x, ts, cond, warp=warp)
         model.warp_gate.copy_(gate)
         v1 = model(x, ts, cond, warp=warp)
-    fade = torch.exp(-torch.tensor([0.0, 0.3, 1.2]) / 0.5).view(1, 1, 3, 1, 1)
-    x0 = x - v0
-    want = x0 + gate[0].view(1, c, 1, 1, 1) * (warp[:, :c] - x0) \
-        + gate[1].view(1, c, 1, 1, 1) * fade * (warp[:, c + 1:2 * c + 1] - x0)
-    torch.testing.assert_close(x - v1, want, atol=1e-5, rtol=1e-5)
+    return x, warp, gate, x - v0, v1
 
 
 def test_streaming_state_carries_the_warp_source():
@@ -317,3 +326,19 @@ def test_pixel_streaming_equals_recompute_through_the_vae():
         _, lat = gen.step(state, c2w.clone(), return_latents=True)
         want = ref.step(c2w.clone())
         assert ((lat - want).norm() / want.norm()).item() < 1e-4
+
+
+def test_the_fill_skip_pulls_toward_the_previous_frame_only_where_the_sink_does_not_reach():
+    with pytest.raises(ValueError, match="warp_skip_fill needs"):
+        get_config("micro", warp_skip_fill=True, warp_sink=False)
+    model = micro_model(warp_skip_fill=True)[0].eval()                          # random everywhere, gates too
+    c = model.cfg.in_channels
+    x, warp, gate, x0, v1 = _walked_skip(model, torch.rand(1, 2, 3, *model.cfg.latent_hw).round())  # masks in {0, 1}
+    m_prev, m_sink = warp[:, c:c + 1], warp[:, 2 * c + 1:]
+    want = x0 + gate[0].view(1, c, 1, 1, 1) * m_prev * (1 - m_sink) * _FADE * (warp[:, :c] - x0) \
+        + gate[1].view(1, c, 1, 1, 1) * _FADE * m_sink * (warp[:, c + 1:2 * c + 1] - x0)
+    torch.testing.assert_close(x - v1, want, atol=1e-5, rtol=1e-5)
+    # where the sink's warp is valid, the previous frame adds nothing: only the sink's gate moves the output
+    x, warp, gate, x0, v1 = _walked_skip(model, torch.ones(1, 2, 3, *model.cfg.latent_hw))
+    torch.testing.assert_close(x - v1, x0 + gate[1].view(1, c, 1, 1, 1) * _FADE * (warp[:, c + 1:2 * c + 1] - x0),
+                               atol=1e-5, rtol=1e-5)
