@@ -147,7 +147,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True, warp_skip_range=0.1,
+        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True,
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
@@ -157,7 +157,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True, warp_skip_range=0.1,
+        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True,
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),

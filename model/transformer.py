@@ -384,7 +384,10 @@ class SanaWMTransformer(nn.Module):
         number per source and latent channel. Why: where the view only turned, the warp is the answer (a warp-only
         rollout turns the right way in 0.98-1.00 of steps), and a gate copies it instead of rebuilding it through 8
         blocks; at small sigma the noisy latent itself knows better, so the pull fades with sigma. The warp only
-        rotates, so the sink's pull also fades with the distance walked since frame 0 (`sink_fade`).
+        rotates, so the sink's pull also fades with the distance walked since frame 0 (`sink_fade`). With
+        `warp_skip_fill` the previous frame pulls only where the sink's warp is invalid, and with the sink's fade: a
+        turn in place that leaves the start view then keeps following a warp (the sink alone held steps there), while
+        the previous frame, the model's own and re-warped every step, never overrides the start frame.
         warp: [B, S*(C+1), T, h, w], S sources; sink_fade: [B, T] or None."""
         c = self.cfg.in_channels
         sigma = (timestep.long().float() / 1000.0).to(v.dtype)[:, None, :, None, None]   # (B, 1, T, 1, 1)

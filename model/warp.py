@@ -27,7 +27,8 @@ the model: without depth it has no exact warp.
   steps). The cost is one image encode per source and step, from the encoder's state after the pad frames
   (`CausalVAE.image_prefix`), so only the image itself runs.
 - `warp_skip` uses the same warps a second time, at the output: the x0 estimate is pulled toward them where they are
-  valid, by learned or hand-set gates (`SanaWMTransformer._skip`, which says why).
+  valid, by learned or hand-set gates (`SanaWMTransformer._skip`, which says why); with `warp_skip_fill` the
+  previous frame's pull covers only what the sink's warp does not.
 """
 
 from __future__ import annotations

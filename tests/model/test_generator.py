@@ -37,8 +37,10 @@ def _walk(b: int, steps: int, k: int, speed=0.05, turn=0.03, start=None):
 
 @pytest.fixture(scope="module", params=["latent", "pixel"])
 def gen(request):
-    """micro, once per warp space: the shipped tiny warps in pixel space (decoded frames re-encoded by the VAE)."""
-    return StreamingGenerator(*micro_model(warp_space=request.param), batch_size=3)
+    """micro, once per warp space: the shipped tiny warps in pixel space (decoded frames re-encoded by the VAE),
+    with the fill skip, as there."""
+    return StreamingGenerator(*micro_model(warp_space=request.param, warp_skip_fill=request.param == "pixel"),
+                              batch_size=3)
 
 
 @pytest.fixture(scope="module")

@@ -331,6 +331,7 @@ def test_pixel_streaming_equals_recompute_through_the_vae():
 def test_the_fill_skip_pulls_toward_the_previous_frame_only_where_the_sink_does_not_reach():
     with pytest.raises(ValueError, match="warp_skip_fill needs"):
         get_config("micro", warp_skip_fill=True, warp_sink=False)
+    assert get_config("tiny64").warp_skip_fill and not get_config("micro").warp_skip_fill
     model = micro_model(warp_skip_fill=True)[0].eval()                          # random everywhere, gates too
     c = model.cfg.in_channels
     x, warp, gate, x0, v1 = _walked_skip(model, torch.rand(1, 2, 3, *model.cfg.latent_hw).round())  # masks in {0, 1}
