@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from model.layers import GLUMBConvTemp
+from model.layers import GLUMBConvTemp, depthwise3x3_taps
 
 
 def _block(seed=0):
@@ -51,3 +51,14 @@ def test_spatial_matches_the_convs():
     a, g = y.chunk(2, dim=1)
     ref = m.point_conv(a * F.silu(g)).permute(0, 2, 3, 1).reshape(2, frames, h * w, 16)
     torch.testing.assert_close(m.spatial(x, frames, h, w), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_taps_match_the_grouped_conv():
+    """What `spatial` runs under torch.compile, against the conv it replaces: every tap, the zero border, and
+    a grid that is not square; with and without a bias."""
+    torch.manual_seed(3)
+    x = torch.randn(3, 4, 5, 10)                                                  # (N, h, w, C)
+    weight, bias = torch.randn(10, 1, 3, 3), torch.randn(10)
+    for b in (bias, None):
+        ref = F.conv2d(x.permute(0, 3, 1, 2), weight, b, padding=1, groups=10).permute(0, 2, 3, 1)
+        torch.testing.assert_close(depthwise3x3_taps(x, weight, b), ref, rtol=1e-5, atol=1e-5)
