@@ -170,12 +170,12 @@ class GLUMBConvTemp(nn.Module):
         b, n, c = x.shape
         wi = self.inverted_conv.conv
         y = F.silu(F.linear(x, wi.weight.flatten(1), wi.bias))                 # (B, N, 2h)
-        y = y.reshape(b * frames, h, w, -1).permute(0, 3, 1, 2)                  # (B*T, 2h, h, w) channels-last
+        y = y.reshape(b * frames, h, w, -1)                                      # (B*T, h, w, 2h)
         dc = self.depth_conv.conv
         if torch.compiler.is_compiling():  # one fused loop instead of a oneDNN call per block and pass
-            y = depthwise3x3_taps(y.permute(0, 2, 3, 1), dc.weight, dc.bias)    # (B*T, h, w, 2h)
-        else:
-            y = F.conv2d(y, dc.weight, dc.bias, padding=1, groups=dc.groups).permute(0, 2, 3, 1)  # (B*T, h, w, 2h)
+            y = depthwise3x3_taps(y, dc.weight, dc.bias)                         # (B*T, h, w, 2h)
+        else:  # on a channels-last view (B*T, 2h, h, w): no layout copy
+            y = F.conv2d(y.permute(0, 3, 1, 2), dc.weight, dc.bias, padding=1, groups=dc.groups).permute(0, 2, 3, 1)
         a, g = y.chunk(2, dim=-1)
         y = F.linear(a * F.silu(g), self.point_conv.conv.weight.flatten(1))    # (B*T, h, w, C)
         return y.reshape(b, frames, h * w, c)

@@ -169,18 +169,6 @@ def test_warp_skip_pulls_the_x0_estimate_toward_each_valid_warp_by_sigma_times_g
     torch.testing.assert_close((x - sigma * v)[0, :, 1], one[0, :c, 1])
 
 
-def test_the_sinks_pull_fades_with_the_distance_walked_since_frame_0():
-    with pytest.raises(ValueError, match="warp_skip_range"):
-        get_config("micro", warp_skip_range=-1.0)
-    assert get_config("tiny64").warp_skip_range > 0 and get_config("micro").warp_skip_range == 0.5
-    model = micro_model()[0].eval()                                            # random everywhere, gates too
-    c = model.cfg.in_channels
-    x, warp, gate, x0, v1 = _walked_skip(model, torch.ones(1, 2, 3, *model.cfg.latent_hw))
-    want = x0 + gate[0].view(1, c, 1, 1, 1) * (warp[:, :c] - x0) \
-        + gate[1].view(1, c, 1, 1, 1) * _FADE * (warp[:, c + 1:2 * c + 1] - x0)
-    torch.testing.assert_close(x - v1, want, atol=1e-5, rtol=1e-5)
-
-
 _FADE = torch.exp(-torch.tensor([0.0, 0.3, 1.2]) / 0.5).view(1, 1, 3, 1, 1)   # micro's range 0.5 m
 
 
@@ -202,6 +190,18 @@ def _walked_skip(model, masks):
         model.warp_gate.copy_(gate)
         v1 = model(x, ts, cond, warp=warp)
     return x, warp, gate, x - v0, v1
+
+
+def test_the_sinks_pull_fades_with_the_distance_walked_since_frame_0():
+    with pytest.raises(ValueError, match="warp_skip_range"):
+        get_config("micro", warp_skip_range=-1.0)
+    assert get_config("tiny64").warp_skip_range > 0 and get_config("micro").warp_skip_range == 0.5
+    model = micro_model()[0].eval()                                            # random everywhere, gates too
+    c = model.cfg.in_channels
+    x, warp, gate, x0, v1 = _walked_skip(model, torch.ones(1, 2, 3, *model.cfg.latent_hw))
+    want = x0 + gate[0].view(1, c, 1, 1, 1) * (warp[:, :c] - x0) \
+        + gate[1].view(1, c, 1, 1, 1) * _FADE * (warp[:, c + 1:2 * c + 1] - x0)
+    torch.testing.assert_close(x - v1, want, atol=1e-5, rtol=1e-5)
 
 
 def test_streaming_state_carries_the_warp_source():
