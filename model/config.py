@@ -61,6 +61,9 @@ class WorldModelConfig:
     #                                   from frame 0 (a rotation-only warp is wrong once the camera moved); 0 = no fade
     warp_skip_fill: bool = False      # the previous frame's pull acts only where the sink's does not reach: its
     #                                   validity times (1 - sink validity) times the sink's fade (see `_skip`)
+    warp_skip_target: str = "image"   # what the skip pulls toward: "image", each warp's own latent (the
+    #                                   conditioning); "chunk", the warp's latent as a chunk of tf frames
+    #                                   (`warp.warp_chunks`: pixel space only, one clip encode per source)
 
     def __post_init__(self):
         if self.warp_sink and not self.warp_condition:
@@ -69,6 +72,10 @@ class WorldModelConfig:
             raise ValueError("warp_skip needs warp_condition")
         if self.warp_skip_fill and not (self.warp_skip and self.warp_sink):
             raise ValueError("warp_skip_fill needs warp_skip and warp_sink")
+        if self.warp_skip_target not in ("image", "chunk"):
+            raise ValueError(f"warp_skip_target must be 'image' or 'chunk', got {self.warp_skip_target!r}")
+        if self.warp_skip_target == "chunk" and not (self.warp_skip and self.warp_space == "pixel"):
+            raise ValueError("warp_skip_target='chunk' needs warp_skip and warp_space='pixel' (it encodes frames)")
         if not (self.warp_skip_range >= 0.0 and math.isfinite(self.warp_skip_range)):
             raise ValueError(f"warp_skip_range must be a finite number of metres >= 0, got {self.warp_skip_range}")
         if self.warp_space not in ("latent", "pixel"):
@@ -97,6 +104,11 @@ class WorldModelConfig:
     def warps_pixels(self) -> bool:
         """Warp-conditioned in pixel space: the warp needs the VAE (and the state keeps decoded frames)."""
         return self.warp_condition and self.warp_space == "pixel"
+
+    @property
+    def warp_targets(self) -> bool:
+        """The warp input carries the skip's chunk targets after the conditioning (`warp_skip_target="chunk"`)."""
+        return self.warp_skip and self.warp_skip_target == "chunk"
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -147,7 +159,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True,
+        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True, warp_skip_target="chunk",
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
@@ -157,7 +169,7 @@ PRESETS: dict[str, WorldModelConfig] = {
         caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
         chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
         cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True,
+        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True, warp_skip_target="chunk",
     ),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),

@@ -37,7 +37,7 @@ from .schedule import distilled_sigmas
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
 from .vae import CausalVAE, vae_config
-from .warp import warp_frames, warp_latents
+from .warp import warp_chunks, warp_frames, warp_latents
 
 WEIGHTS = Path(__file__).parent / "weights"
 SAMPLERS = ("euler", "renoise")
@@ -387,10 +387,15 @@ class StreamingGenerator:
         if cfg.warps_pixels:
             src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
             out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix).to(state.latent.dtype)
+            if cfg.warp_targets:  # the skip's chunk targets: each latent turns from the view before it
+                before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)  # (B, T_c, 20)
+                tgt = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst).to(out.dtype)
+                out = torch.cat([out, tgt])                                   # (2nB, C + 1, T_c, h, w)
+                n *= 2
         else:
             src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
             out = warp_latents(src, cond_src, cond_dst)
-        return torch.cat(out.chunk(n, 0), 1)                                          # (B, n(C + 1), T_c, h, w)
+        return torch.cat(out.chunk(n, 0), 1)              # (B, n(C + 1), T_c, h, w): sources, then their targets
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""

@@ -271,11 +271,13 @@ class SanaWMTransformer(nn.Module):
                 raise ValueError(f"this model is warp-conditioned: warp must be {list(want)}, got "
                                  f"{None if warp is None else list(warp.shape)}")
             warp = warp.to(dtype)
+            sources = cw * (1 + int(self.cfg.warp_sink))                  # conditioning; then the skip targets
             warp_emb = self.warp_embedder(warp[:, :cw])                    # (B, N, C)
             if self.cfg.warp_sink:
-                warp_emb = warp_emb + self.sink_embedder(warp[:, cw:])
+                warp_emb = warp_emb + self.sink_embedder(warp[:, cw:sources])
             if self.cfg.warp_skip:
-                skip = (warp, self._sink_fade(camera_conditions))
+                target = warp[:, sources:] if self.cfg.warp_targets else warp
+                skip = (target, self._sink_fade(camera_conditions))
         return ctx, plucker_emb, y, warp_emb, skip
 
     def warp_of(self, latents: torch.Tensor, camera_conditions: torch.Tensor | None,
@@ -293,12 +295,15 @@ class SanaWMTransformer(nn.Module):
         if pixel and vae is None:
             raise ValueError("this model warps in pixel space (warp_space='pixel'): pass vae= to warp_of, or pass "
                              "warp= to forward")
-        return sequence_warp(latents, camera_conditions, chunks, self.cfg.warp_sink, vae if pixel else None)
+        return sequence_warp(latents, camera_conditions, chunks, self.cfg.warp_sink, vae if pixel else None,
+                             self.cfg.warp_targets)
 
     @property
     def warp_channels(self) -> int:
-        """Channels of the warp input: [latent | validity] per source (previous frame, and the sink)."""
-        return (self.cfg.in_channels + 1) * (int(self.cfg.warp_condition) + int(self.cfg.warp_sink))
+        """Channels of the warp input: [latent | validity] per source (previous frame, and the sink), then as many
+        for the skip's chunk targets (`warp_skip_target="chunk"`)."""
+        sources = int(self.cfg.warp_condition) + int(self.cfg.warp_sink)
+        return (self.cfg.in_channels + 1) * sources * (1 + int(self.cfg.warp_targets))
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]."""

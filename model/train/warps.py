@@ -71,7 +71,8 @@ def build_warps(args: Args) -> Path:
             idx = torch.arange(a, min(a + args.batch, start + shard["count"]))
             lat = cache.latents[idx].to(device)                                       # (b, C, W, h, w)
             cond, _ = camera_conditioning(cfg, cache.c2w[idx].to(device), cache.k_lat[idx].to(device), cache.window)
-            out.append(sequence_warp(lat, cond, layout, cfg.warp_sink, vae).half().cpu())   # (b, n(C+1), W, h, w)
+            out.append(sequence_warp(lat, cond, layout, cfg.warp_sink, vae, cfg.warp_targets)  # (b, warp ch, W, h, w)
+                       .half().cpu())
             bar.update(len(idx))
         name = f"warp_{i:05d}.safetensors"
         save_file({"warp": torch.cat(out).contiguous()}, str(path.parent / name))

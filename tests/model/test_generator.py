@@ -35,12 +35,17 @@ def _walk(b: int, steps: int, k: int, speed=0.05, turn=0.03, start=None):
     return out
 
 
+def _space(space: str) -> dict:
+    """micro's overrides per warp space: the shipped tiny warps in pixel space (decoded frames re-encoded by the
+    VAE), with the fill skip and chunk skip targets, as there."""
+    shipped = {"warp_skip_fill": True, "warp_skip_target": "chunk"} if space == "pixel" else {}
+    return {"warp_space": space, **shipped}
+
+
 @pytest.fixture(scope="module", params=["latent", "pixel"])
 def gen(request):
-    """micro, once per warp space: the shipped tiny warps in pixel space (decoded frames re-encoded by the VAE),
-    with the fill skip, as there."""
-    return StreamingGenerator(*micro_model(warp_space=request.param, warp_skip_fill=request.param == "pixel"),
-                              batch_size=3)
+    """micro, once per warp space (`_space`)."""
+    return StreamingGenerator(*micro_model(**_space(request.param)), batch_size=3)
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +253,8 @@ def _replay_matches_eager(first, space: str, sub_batch: bool = True, atol: float
     """A replayed generator (`replay`: trace or compile) against the eager reference: same frames and latents (and
     state, within `atol`) step by step, for a fork, a mid-episode reset of one world, and (`sub_batch`) a selected
     sub-batch: a second recording."""
-    eager = StreamingGenerator(*micro_model(warp_space=space), batch_size=3)
-    replayed = StreamingGenerator(*micro_model(warp_space=space), batch_size=3, **replay)
+    eager = StreamingGenerator(*micro_model(**_space(space)), batch_size=3)
+    replayed = StreamingGenerator(*micro_model(**_space(space)), batch_size=3, **replay)
     poses = _walk(3, 6, eager.frames_per_step)
     se, st = eager.reset(first, seed=SEED), replayed.reset(first, seed=SEED)
 
@@ -259,7 +264,8 @@ def _replay_matches_eager(first, space: str, sub_batch: bool = True, atol: float
         assert (ra.int() - rb.int()).abs().max() <= 1
         assert torch.allclose(la, lb, atol=atol, rtol=0)
         for x, y in zip(a._all(), b._all()):   # the state written back in place, not only the output
-            assert torch.allclose(x.double(), y.double(), atol=atol, rtol=0)
+            # relative too: caches of magnitude ~7 drift by ~1e-4 over 4 steps (aot_eager decomposes ops)
+            assert torch.allclose(x.double(), y.double(), atol=atol, rtol=atol)
 
     for c2w in poses[:2]:
         both(se, st, c2w)
@@ -385,8 +391,8 @@ def _cuda_or_skip():
 @pytest.mark.parametrize("space", ["latent", "pixel"])
 def test_graph_matches_eager_and_never_syncs(first, space):
     _cuda_or_skip()
-    eager = StreamingGenerator(*micro_model(warp_space=space), device="cuda", dtype=torch.bfloat16, batch_size=3)
-    graphed = StreamingGenerator(*micro_model(warp_space=space), device="cuda", dtype=torch.bfloat16, batch_size=3,
+    eager = StreamingGenerator(*micro_model(**_space(space)), device="cuda", dtype=torch.bfloat16, batch_size=3)
+    graphed = StreamingGenerator(*micro_model(**_space(space)), device="cuda", dtype=torch.bfloat16, batch_size=3,
                                  graph=True)
     se, sg = eager.reset(first, seed=SEED), graphed.reset(first, seed=SEED)
     poses = _walk(3, 4, eager.frames_per_step)
@@ -408,8 +414,8 @@ def test_graph_matches_eager_and_never_syncs(first, space):
 @pytest.mark.parametrize("space", ["latent", "pixel"])
 def test_graph_reset_and_clone_behave_as_eager(first, space):
     _cuda_or_skip()
-    eager = StreamingGenerator(*micro_model(warp_space=space), device="cuda", batch_size=3)
-    graphed = StreamingGenerator(*micro_model(warp_space=space), device="cuda", batch_size=3, graph=True)
+    eager = StreamingGenerator(*micro_model(**_space(space)), device="cuda", batch_size=3)
+    graphed = StreamingGenerator(*micro_model(**_space(space)), device="cuda", batch_size=3, graph=True)
     poses = _walk(3, 4, eager.frames_per_step)
     se, sg = eager.reset(first, seed=SEED), graphed.reset(first, seed=SEED)
     for c2w in poses[:2]:
@@ -431,7 +437,7 @@ def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
     `nonzero`, ...). The graph test on the GPU caught such a copy once; this keeps it from coming back."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    gen = StreamingGenerator(*micro_model(warp_space=space), batch_size=2, device="meta")
+    gen = StreamingGenerator(*micro_model(**_space(space)), batch_size=2, device="meta")
     state = gen.new_state()
     c2w = torch.eye(4, dtype=torch.float64, device="meta").repeat(2, gen.frames_per_step, 1, 1)
     host_to_device = []

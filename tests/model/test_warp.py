@@ -11,7 +11,7 @@ from model.config import get_config
 from model.generator import RecomputeGenerator, StreamingGenerator, micro_model
 from model.transformer import build_model
 from model.vae import CausalVAE, vae_config
-from model.warp import sequence_warp, warp_frames, warp_grid, warp_latents
+from model.warp import interpolate_rotations, sequence_warp, warp_chunks, warp_frames, warp_grid, warp_latents
 
 H = W = 16
 F = 8.0                       # latent focal length: 90 degrees across 16 pixels
@@ -253,15 +253,21 @@ def test_pixel_warp_identity_is_the_image_latent_and_entering_pixels_are_masked(
     assert torch.all(out[:, :-1][out[:, -1:].expand_as(out[:, :-1]) == 0] == 0)
 
 
-def test_pixel_sequence_warp_warps_the_decoded_frame_that_ends_the_previous_chunk():
-    """Latent j of a chunk-causal sequence warps raw frame s*(j-1) of the decoded latents (the last frame of the
-    chunk before) and raw frame 0 for the sink; the image latent gets zeros."""
+def _three_latents(axis: str):
+    """micro's VAE, 3 random latents and their cameras: frame 0, then turns of 0.1 and 0.25 rad about `axis`."""
     vae = _micro_vae()
     cfg = get_config("micro")
     lat = torch.randn(1, cfg.in_channels, 3, 4, 4)
     k = [2.0, 2.0, 1.5, 1.5]
-    poses = [np.eye(4), _rot("yaw", 0.1), _rot("yaw", 0.25)]
+    poses = [np.eye(4), _rot(axis, 0.1), _rot(axis, 0.25)]
     cond = torch.tensor(np.stack([np.concatenate([p.reshape(16), k]) for p in poses])[None], dtype=torch.float32)
+    return vae, cfg, lat, cond
+
+
+def test_pixel_sequence_warp_warps_the_decoded_frame_that_ends_the_previous_chunk():
+    """Latent j of a chunk-causal sequence warps raw frame s*(j-1) of the decoded latents (the last frame of the
+    chunk before) and raw frame 0 for the sink; the image latent gets zeros."""
+    vae, cfg, lat, cond = _three_latents("yaw")
     with torch.no_grad():
         out = sequence_warp(lat, cond, [1, 1, 1], sink=True, vae=vae)
         frames = vae.decode(lat)                                            # (1, 3, 9, 32, 32)
@@ -343,3 +349,112 @@ def test_the_fill_skip_pulls_toward_the_previous_frame_only_where_the_sink_does_
     x, warp, gate, x0, v1 = _walked_skip(model, torch.ones(1, 2, 3, *model.cfg.latent_hw))
     torch.testing.assert_close(x - v1, x0 + gate[1].view(1, c, 1, 1, 1) * _FADE * (warp[:, c + 1:2 * c + 1] - x0),
                                atol=1e-5, rtol=1e-5)
+
+
+def _r(axis: str, a: float) -> torch.Tensor:
+    return torch.tensor(_rot(axis, a)[:3, :3], dtype=torch.float32)
+
+
+def test_interpolated_rotations_turn_at_a_constant_rate_from_one_view_to_the_next():
+    """r0 exp(f log(r0^T r1)): a turn about one axis is split evenly; the ends are the two views; no turn is finite."""
+    r0 = _r("yaw", 0.3) @ _r("pitch", -0.2)
+    fr = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    for axis in ("yaw", "pitch"):
+        out = interpolate_rotations(r0, r0 @ _r(axis, 0.12), fr)                  # (4, 3, 3)
+        for i, f in enumerate(fr.tolist()):
+            torch.testing.assert_close(out[i], r0 @ _r(axis, 0.12 * f), atol=1e-6, rtol=0)
+    same = interpolate_rotations(r0[None], r0[None], fr)                          # (1, 4, 3, 3)
+    torch.testing.assert_close(same, r0.expand(1, 4, 3, 3), atol=1e-6, rtol=0)
+    both = _r("yaw", 0.1) @ _r("pitch", 0.05)                                    # two axes: still the geodesic
+    half = interpolate_rotations(torch.eye(3), both, torch.tensor([0.5]))[0]
+    torch.testing.assert_close(half @ half, both, atol=1e-6, rtol=0)
+
+
+def _clip_reference(vae, frame, src_pose, poses, k):
+    """The chunk target the slow way: frame (1, 3, 1, H, W) warped into each pose by its own grid, then encoded."""
+    fh, fw = frame.shape[-2:]
+    kp = [v * vae.spatial_factor for v in k]                     # pixel intrinsics: pure scaling (camera.py)
+    src = torch.tensor([*src_pose.reshape(16), *kp], dtype=torch.float32).view(1, 1, 20)
+    views = []
+    for p in poses:
+        grid, valid = warp_grid(src, torch.tensor([*p.reshape(16), *kp], dtype=torch.float32).view(1, 1, 20),
+                                (fh, fw))
+        views.append(torch.nn.functional.grid_sample(frame[:, :, 0], grid, align_corners=True) * valid)
+    return vae.encode(torch.stack(views, 2))[:, :, 1], valid                     # (1, C, h, w), last view's mask
+
+
+def test_chunk_targets_encode_the_source_warped_into_the_turn_of_the_latent():
+    """warp_chunks: the frame warped into the view before the latent, then into tf views turning evenly to the
+    latent's own, encoded as one clip; latent 1 of it, masked where nothing lands, and the last view's share."""
+    vae = _micro_vae()
+    k = [2.0, 2.0, 1.5, 1.5]
+    frame = torch.rand(1, 3, 1, 32, 32) * 2 - 1
+    src, prev, dst = _rot("yaw", 0.05), _rot("yaw", 0.1), _rot("yaw", 0.3)
+    tf = vae.temporal_factor
+    cond = [torch.tensor([*p.reshape(16), *k], dtype=torch.float32).view(1, 1, 20) for p in (src, prev, dst)]
+    with torch.no_grad():
+        out = warp_chunks(vae, frame, *cond)
+        want, valid = _clip_reference(vae, frame, src, [_rot("yaw", 0.1 + 0.2 * i / tf) for i in range(tf + 1)], k)
+    share = torch.nn.functional.avg_pool2d(valid, vae.spatial_factor)
+    assert out.shape == (1, vae.latent_channels + 1, 1, 4, 4) and 0 < share.mean() < 1
+    torch.testing.assert_close(out[:, -1:, 0], share, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[:, :-1, 0], want * (share > 0), atol=1e-5, rtol=0)
+    with torch.no_grad():   # no turn: the chunk latent of a still clip, not the image latent
+        still = warp_chunks(vae, frame, cond[0], cond[0], cond[0])
+        image = warp_frames(vae, frame, cond[0], cond[0])
+    torch.testing.assert_close(still[:, :-1, 0], vae.encode(frame.expand(-1, -1, 1 + tf, -1, -1))[:, :, 1],
+                               atol=1e-5, rtol=0)
+    assert (still[:, :-1] - image[:, :-1]).abs().max() > 1e-2
+
+
+def test_sequence_warp_appends_the_chunk_targets_of_the_same_sources():
+    vae, cfg, lat, cond = _three_latents("pitch")
+    with torch.no_grad():
+        plain = sequence_warp(lat, cond, [1, 1, 1], sink=True, vae=vae)
+        out = sequence_warp(lat, cond, [1, 1, 1], sink=True, vae=vae, targets=True)
+        frames = vae.decode(lat)
+        s, c = vae.temporal_factor, cfg.in_channels + 1
+        assert out.shape == (1, 4 * c, 3, 4, 4) and torch.all(out[:, :, 0] == 0)
+        torch.testing.assert_close(out[:, :2 * c], plain, atol=0, rtol=0)
+        for j in (1, 2):
+            before, here = cond[:, j - 1:j], cond[:, j:j + 1]
+            prev = warp_chunks(vae, frames[:, :, s * (j - 1):s * (j - 1) + 1], cond[:, j - 1:j], before, here)
+            sink = warp_chunks(vae, frames[:, :, :1], cond[:, :1], before, here)
+            torch.testing.assert_close(out[:, 2 * c:3 * c, j:j + 1], prev, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out[:, 3 * c:, j:j + 1], sink, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="pass the VAE"):
+        sequence_warp(lat, cond, [1, 1, 1], sink=True, targets=True)
+
+
+def test_chunk_target_models_pull_toward_the_targets_not_the_conditioning():
+    """warp_skip_target='chunk': the warp input carries [conditioning | targets]; the embeddings read the first half
+    and the skip the second, so targets equal to the conditioning give the 'image' model's output exactly."""
+    for bad, match in (({"warp_skip_target": "frame"}, "must be 'image' or 'chunk'"),
+                       ({"warp_skip_target": "chunk"}, "warp_space='pixel'"),
+                       ({"warp_skip_target": "chunk", "warp_space": "pixel", "warp_skip": False}, "needs warp_skip")):
+        with pytest.raises(ValueError, match=match):
+            get_config("micro", **bad)
+    image = micro_model(warp_space="pixel")[0].eval()
+    chunk = micro_model(warp_space="pixel", warp_skip_target="chunk")[0].eval()
+    chunk.load_state_dict(image.state_dict())
+    cfg, c = image.cfg, image.cfg.in_channels
+    assert chunk.warp_channels == 2 * image.warp_channels == 4 * (c + 1)
+    with torch.no_grad():
+        image.warp_gate.normal_()
+        chunk.warp_gate.copy_(image.warp_gate)
+    x = torch.randn(1, c, 2, *cfg.latent_hw)
+    ts = torch.tensor([[0.0, 1000.0]])
+    cond = torch.cat([torch.eye(4).reshape(1, 1, 16).expand(1, 2, 16), torch.tensor([[2.0, 2.0, 1.5, 1.5]] * 2)[None]],
+                     -1)
+    warp = torch.randn(1, image.warp_channels, 2, *cfg.latent_hw)
+    warp[:, c::c + 1] = 1.0                                                       # fully valid masks
+    with torch.no_grad():
+        want = image(x, ts, cond, warp=warp)
+        torch.testing.assert_close(chunk(x, ts, cond, warp=torch.cat([warp, warp], 1)), want, atol=1e-6, rtol=0)
+        other = warp.clone()
+        other[:, :c] += 1.0
+        moved = chunk(x, ts, cond, warp=torch.cat([warp, other], 1))
+    # the previous frame's target moved (not its conditioning): the output follows it
+    assert (moved - want).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="warp must be"):
+        chunk(x, ts, cond, warp=warp)
