@@ -389,7 +389,8 @@ class StreamingGenerator:
             out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix).to(state.latent.dtype)
             if cfg.warp_targets:  # the skip's chunk targets: each latent turns from the view before it
                 before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)  # (B, T_c, 20)
-                tgt = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst).to(out.dtype)
+                tgt = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst,
+                                  self._prefix).to(out.dtype)
                 out = torch.cat([out, tgt])                                   # (2nB, C + 1, T_c, h, w)
                 n *= 2
         else:

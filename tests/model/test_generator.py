@@ -264,8 +264,9 @@ def _replay_matches_eager(first, space: str, sub_batch: bool = True, atol: float
         assert (ra.int() - rb.int()).abs().max() <= 1
         assert torch.allclose(la, lb, atol=atol, rtol=0)
         for x, y in zip(a._all(), b._all()):   # the state written back in place, not only the output
-            # relative too: caches of magnitude ~7 drift by ~1e-4 over 4 steps (aot_eager decomposes ops)
-            assert torch.allclose(x.double(), y.double(), atol=atol, rtol=atol)
+            # 10x looser than the latents: micro's random weights amplify their ~1e-6 round-off (other op order
+            # in the replay) to ~4e-4 in the softmax block's V cache (measured; a stale state is off by O(1))
+            assert torch.allclose(x.double(), y.double(), atol=10 * atol, rtol=10 * atol)
 
     for c2w in poses[:2]:
         both(se, st, c2w)

@@ -157,6 +157,32 @@ def test_encode_image_from_the_pad_prefix_equals_encode(config):
         vae.encode_image(_frames(1, 1, 48, 32), prefix)
 
 
+@pytest.mark.parametrize("config", [
+    vae_config("micro"),
+    CausalVAEConfig(latent_channels=4, block_out_channels=(8, 16, 16, 16), blocks_per_level=(1, 0, 1, 1),
+                    temporal_kernels=(2, 1, 3, 4), temporal_factor=4),               # temporal stem: a stem carry
+    CausalVAEConfig(latent_channels=4, block_out_channels=(8, 16, 16), blocks_per_level=(1, 1, 2),
+                    temporal_kernels=(3, 3, 2), temporal_factor=8)])                  # temporal convs everywhere
+def test_encode_clip_from_the_pad_prefix_equals_encode(config):
+    """Clips streamed from the prefix's state after the pad frames (the skip's chunk targets) against `encode` of
+    the padded clip; the prefix is not written, so a second call gives the same latents."""
+    vae = _vae(config=config)
+    tf = config.temporal_factor
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        x = _frames(3, 1 + 2 * tf, 32, 48, seed=2)
+        want = vae.encode(x)
+        prefix = vae.image_prefix(32, 48)
+        before = [t.clone() for t in prefix.stream_tails + prefix.carries]
+        assert (vae.encode_clip(x, prefix) - want).abs().max() < TOL
+        assert (vae.encode_clip(x[:, :, :1 + tf], prefix) - want[:, :, :2]).abs().max() < TOL
+        assert all(torch.equal(a, b) for a, b in zip(before, prefix.stream_tails + prefix.carries))
+        assert (vae.encode_clip(x) - want).abs().max() < TOL
+    with pytest.raises(ValueError, match="prefix was made for 32x48 frames, got 48x32"):
+        vae.encode_clip(_frames(1, 1 + tf, 48, 32), prefix)
+
+
 def test_first_step_without_flag_returns_pad_slots_then_frame_zero():
     vae = _vae()
     z = _latents(2, vae.latent_channels, 1, 3, 5)

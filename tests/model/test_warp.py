@@ -370,17 +370,19 @@ def test_interpolated_rotations_turn_at_a_constant_rate_from_one_view_to_the_nex
     torch.testing.assert_close(half @ half, both, atol=1e-6, rtol=0)
 
 
-def _clip_reference(vae, frame, src_pose, poses, k):
-    """The chunk target the slow way: frame (1, 3, 1, H, W) warped into each pose by its own grid, then encoded."""
+def _warped_views(vae, frame, src_pose, poses, k):
+    """The slow way: frame (1, 3, 1, H, W) warped into each pose by its own grid -> (1, 3, len(poses), H, W) and
+    the validity of each view (len(poses), 1, 1, H, W)."""
     fh, fw = frame.shape[-2:]
     kp = [v * vae.spatial_factor for v in k]                     # pixel intrinsics: pure scaling (camera.py)
     src = torch.tensor([*src_pose.reshape(16), *kp], dtype=torch.float32).view(1, 1, 20)
-    views = []
+    views, valids = [], []
     for p in poses:
         grid, valid = warp_grid(src, torch.tensor([*p.reshape(16), *kp], dtype=torch.float32).view(1, 1, 20),
                                 (fh, fw))
         views.append(torch.nn.functional.grid_sample(frame[:, :, 0], grid, align_corners=True) * valid)
-    return vae.encode(torch.stack(views, 2))[:, :, 1], valid                     # (1, C, h, w), last view's mask
+        valids.append(valid)
+    return torch.stack(views, 2), torch.stack(valids)
 
 
 def test_chunk_targets_encode_the_source_warped_into_the_turn_of_the_latent():
@@ -391,11 +393,13 @@ def test_chunk_targets_encode_the_source_warped_into_the_turn_of_the_latent():
     frame = torch.rand(1, 3, 1, 32, 32) * 2 - 1
     src, prev, dst = _rot("yaw", 0.05), _rot("yaw", 0.1), _rot("yaw", 0.3)
     tf = vae.temporal_factor
+    turn = [_rot("yaw", 0.1 + 0.2 * i / tf) for i in range(tf + 1)]
     cond = [torch.tensor([*p.reshape(16), *k], dtype=torch.float32).view(1, 1, 20) for p in (src, prev, dst)]
     with torch.no_grad():
         out = warp_chunks(vae, frame, *cond)
-        want, valid = _clip_reference(vae, frame, src, [_rot("yaw", 0.1 + 0.2 * i / tf) for i in range(tf + 1)], k)
-    share = torch.nn.functional.avg_pool2d(valid, vae.spatial_factor)
+        views, valid = _warped_views(vae, frame, src, turn, k)
+        want = vae.encode(views)[:, :, 1]
+    share = torch.nn.functional.avg_pool2d(valid[-1], vae.spatial_factor)
     assert out.shape == (1, vae.latent_channels + 1, 1, 4, 4) and 0 < share.mean() < 1
     torch.testing.assert_close(out[:, -1:, 0], share, atol=1e-6, rtol=0)
     torch.testing.assert_close(out[:, :-1, 0], want * (share > 0), atol=1e-5, rtol=0)
@@ -405,6 +409,8 @@ def test_chunk_targets_encode_the_source_warped_into_the_turn_of_the_latent():
     torch.testing.assert_close(still[:, :-1, 0], vae.encode(frame.expand(-1, -1, 1 + tf, -1, -1))[:, :, 1],
                                atol=1e-5, rtol=0)
     assert (still[:, :-1] - image[:, :-1]).abs().max() > 1e-2
+    with torch.no_grad():   # streamed from the image prefix (as the generator runs it): the same targets
+        torch.testing.assert_close(warp_chunks(vae, frame, *cond, vae.image_prefix(32, 32)), out, atol=1e-5, rtol=0)
 
 
 def test_sequence_warp_appends_the_chunk_targets_of_the_same_sources():
