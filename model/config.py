@@ -162,7 +162,9 @@ PRESETS: dict[str, WorldModelConfig] = {
         warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True, warp_skip_target="chunk",
     ),
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
-    # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks.
+    # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks. The shipped
+    # checkpoint's config runs one pass, denoise_timesteps=(1000, 0) (stage 12, model card item 12); the preset
+    # keeps the two levels it was trained at.
     "tiny64": WorldModelConfig(
         name="tiny64", in_channels=16, hidden_size=192, depth=8, num_heads=4, patch_size=(1, 2, 2), mlp_ratio=2.0,
         denoise_timesteps=(1000, 750, 0),

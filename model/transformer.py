@@ -268,8 +268,10 @@ class SanaWMTransformer(nn.Module):
             cw = self.cfg.in_channels + 1
             want = (batch, self.warp_channels, frames, *self.cfg.latent_hw)
             if warp is None or tuple(warp.shape) != want:
+                hint = " (without the chunk skip targets: recompute it, e.g. python -m model.train.warps)" \
+                    if warp is not None and self.cfg.warp_targets and warp.shape[1] * 2 == want[1] else ""
                 raise ValueError(f"this model is warp-conditioned: warp must be {list(want)}, got "
-                                 f"{None if warp is None else list(warp.shape)}")
+                                 f"{None if warp is None else list(warp.shape)}{hint}")
             warp = warp.to(dtype)
             sources = cw * (1 + int(self.cfg.warp_sink))                  # conditioning; then the skip targets
             warp_emb = self.warp_embedder(warp[:, :cw])                    # (B, N, C)

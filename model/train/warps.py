@@ -10,7 +10,9 @@ gives them for every prefix too (the VAE is causal). Computing them per step wou
 encodes per window, about as much as the DiT step itself on a CPU.
 
 Writes `warp_00000.safetensors`, ... (one per latent shard, key "warp", half precision) and lists them under "warp"
-in latents.json; `LatentCache.load` reads them and `LatentBatch.from_cache` hands them to the losses.
+in latents.json; `LatentCache.load` reads them and `LatentBatch.from_cache` hands them to the losses. For presets
+with `warp_skip_target="chunk"` (tiny, tiny64) they also hold the skip's chunk targets (twice the channels), so
+caches written before that flag must be written again.
 """
 
 from __future__ import annotations
