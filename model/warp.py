@@ -108,6 +108,11 @@ def warp_latents(src: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tens
     return _stack(out, valid, b, t).to(src.dtype)
 
 
+def _to_pixels(cond: torch.Tensor, lat_hw: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    """Camera conditions [..., 20] with latent-grid intrinsics -> the same with frame intrinsics."""
+    return torch.cat([cond[..., :16], scale_intrinsics(cond[..., 16:20], lat_hw, hw)], -1)
+
+
 def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor,
                 prefix: ImagePrefix | None = None) -> torch.Tensor:
     """Pixel space: frames [B, 3, T, H, W] in [-1, 1] seen from cond_src [B, T, 20] (latent intrinsics, as
@@ -117,11 +122,8 @@ def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, co
     b, _, t, fh, fw = frames.shape
     s = vae.spatial_factor
     lat_hw = (fh // s, fw // s)
-
-    def to_px(c):                                                                      # latent -> frame intrinsics
-        return torch.cat([c[..., :16], scale_intrinsics(c[..., 16:20], lat_hw, (fh, fw))], -1)
-
-    out, valid = _sample(frames, to_px(cond_src), to_px(cond_dst))                     # (BT, 3, H, W), (BT, 1, H, W)
+    out, valid = _sample(frames, _to_pixels(cond_src, lat_hw, (fh, fw)),
+                         _to_pixels(cond_dst, lat_hw, (fh, fw)))                       # (BT, 3, H, W), (BT, 1, H, W)
     z = vae.encode_image(out[:, :, None], prefix)[:, :, 0]                             # (BT, C, h, w)
     share = F.avg_pool2d(valid, s)                                                     # (BT, 1, h, w)
     return _stack(z * (share > 0), share, b, t)
@@ -175,8 +177,8 @@ def warp_chunks(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, co
     c2w[..., 3, 3] = 1.0
     k_px = scale_intrinsics(cond_dst[..., 16:20].float(), lat_hw, (fh, fw))          # (B, T, 4)
     views = torch.cat([c2w.flatten(-2), k_px[:, :, None].expand(b, t, 1 + tf, 4)], -1).flatten(1, 2)
-    src = torch.cat([cond_src[..., :16].float(), scale_intrinsics(cond_src[..., 16:20].float(), lat_hw, (fh, fw))],
-                    -1)[:, :, None].expand(b, t, 1 + tf, 20).flatten(1, 2)            # (B, T(1 + tf), 20)
+    src = _to_pixels(cond_src.float(), lat_hw, (fh, fw))[:, :, None]                 # (B, T, 1, 20)
+    src = src.expand(b, t, 1 + tf, 20).flatten(1, 2)                                  # (B, T(1 + tf), 20)
     clip = frames[:, :, :, None].expand(b, 3, t, 1 + tf, fh, fw).flatten(2, 3)       # (B, 3, T(1 + tf), H, W)
     out, valid = _sample(clip, src, views)                                            # (BT(1 + tf), 3 | 1, H, W)
     out = out.unflatten(0, (b * t, 1 + tf)).transpose(1, 2)                           # (BT, 3, 1 + tf, H, W)
