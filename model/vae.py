@@ -276,8 +276,15 @@ class ResBlock(nn.Module):
 
 
 def space_to_depth(x: torch.Tensor, ft: int, fs: int) -> torch.Tensor:
-    """(B, T*ft, H*fs, W*fs, C) -> (B, T, H, W, C*ft*fs*fs)."""
-    return rearrange(x, "b (t ft) (h fh) (w fw) c -> b t h w (c ft fh fw)", ft=ft, fh=fs, fw=fs)
+    """(B, T*ft, H*fs, W*fs, C) -> (B, T, H, W, C*ft*fs*fs), channels ordered (c ft fh fw).
+
+    Two copies, each with a contiguous inner run, instead of one 8-d permute whose inner stride is C: that one
+    copy ran at 25 ns per element on this CPU (4.8 ms for a step's largest, 0.9 ms in two). The one-permute
+    `rearrange` stays the reference (test_vae.py)."""
+    b, tt, hh, ww, c = x.shape
+    t, h, w, g = tt // ft, hh // fs, ww // fs, ft * fs * fs
+    y = x.reshape(b, t, ft, h, fs, w, fs, c).permute(0, 1, 3, 5, 2, 4, 6, 7).contiguous()  # (B, T, H, W, ft, fh, fw, C)
+    return y.reshape(b, t, h, w, g, c).transpose(-1, -2).reshape(b, t, h, w, g * c)
 
 
 def depth_to_space(x: torch.Tensor, ft: int, fs: int) -> torch.Tensor:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from einops import rearrange
 from safetensors.torch import load_file, save_file
 
-from model.vae import LTX2VAE, CausalVAE, CausalVAEConfig, VAEDecoderCache, vae_config
+from model.vae import LTX2VAE, CausalVAE, CausalVAEConfig, VAEDecoderCache, depth_to_space, space_to_depth, vae_config
 
 TOL = 1e-5
 
@@ -30,6 +31,18 @@ def _stream(vae: CausalVAE, z: torch.Tensor, cache: VAEDecoderCache) -> torch.Te
 
 
 # -- shapes -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ft", "fs", "c"), [(1, 2, 3), (2, 2, 32), (4, 2, 5), (1, 4, 2)])
+def test_space_to_depth_equals_the_one_permute_reference(ft, fs, c):
+    """The two-copy space-to-depth against einops' one-permute form: bit-equal, same (c ft fh fw) channel order
+    (the trained weights read it), and depth_to_space inverts it."""
+    x = torch.randn(2, 3 * ft, 4 * fs, 5 * fs, c)
+    want = rearrange(x, "b (t ft) (h fh) (w fw) c -> b t h w (c ft fh fw)", ft=ft, fh=fs, fw=fs)
+    got = space_to_depth(x, ft, fs)
+    assert got.shape == (2, 3, 4, 5, c * ft * fs * fs)
+    assert torch.equal(got, want)
+    assert torch.equal(depth_to_space(got, ft, fs), x)
 
 
 @pytest.mark.parametrize("f", [1, 5, 9])
