@@ -20,6 +20,7 @@ with the full chunk-causal forward.
 
 from __future__ import annotations
 
+import contextlib
 import types
 import warnings
 import weakref
@@ -32,7 +33,7 @@ import torch
 from .camera import _plucker_frames, scale_intrinsics, se3_inverse
 from .checkpoint import load_checkpoint, metadata, read_config, read_state_dict
 from .config import get_config
-from .parallel import beside, join
+from .parallel import beside, halved_threads, join
 from .schedule import distilled_sigmas
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
@@ -373,30 +374,38 @@ class StreamingGenerator:
         """The next chunk's reprojection conditioning (model/warp.py): the state's last clean latent (or, in pixel
         space, its last decoded frame), seen from its anchor pose, and the image latent (frame 0), seen from the
         identity, warped into each of the chunk's latent views (cond [B, T_c, 20]); None without it. The same
-        sources as `warp.sequence_warp` over the whole sequence; both sources go through one batched warp."""
+        sources as `warp.sequence_warp` over the whole sequence. In pixel space each source is warped and encoded
+        on its own, the sink's beside the previous frame's on a CPU trace (model/parallel.py): the two encodes are
+        most of the warp's cost, and one thread each beats both threads on one batch."""
         cfg = self.cfg
         if not cfg.warp_condition:
             return None
         b, tc = cond.shape[:2]
-        n = 1 + int(cfg.warp_sink)
         prev = (se3_inverse(state.pose0) @ state.pose).float().reshape(b, 1, 16)      # the last latent's anchor
-        eye = torch.eye(4, device=cond.device, dtype=cond.dtype).reshape(1, 1, 16)
-        poses = [prev, eye.expand(b, 1, 16)][:n]
-        cond_src = torch.cat([torch.cat([p.expand(b, tc, 16), cond[..., 16:]], -1) for p in poses])  # (nB, T_c, 20)
-        cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
-        if cfg.warps_pixels:
-            src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
-            out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix).to(state.latent.dtype)
-            if cfg.warp_targets:  # the skip's chunk targets: each latent turns from the view before it
-                before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)  # (B, T_c, 20)
-                tgt = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst,
-                                  self._prefix).to(out.dtype)
-                out = torch.cat([out, tgt])                                   # (2nB, C + 1, T_c, h, w)
-                n *= 2
-        else:
+        eye = torch.eye(4, device=cond.device, dtype=cond.dtype).reshape(1, 1, 16).expand(b, 1, 16)
+
+        def cond_from(pose: torch.Tensor) -> torch.Tensor:                            # (B, T_c, 20) the source's view
+            return torch.cat([pose.expand(b, tc, 16), cond[..., 16:]], -1)
+
+        if not cfg.warps_pixels:
+            n = 1 + int(cfg.warp_sink)
             src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
-            out = warp_latents(src, cond_src, cond_dst)
-        return torch.cat(out.chunk(n, 0), 1)              # (B, n(C + 1), T_c, h, w): sources, then their targets
+            out = warp_latents(src, torch.cat([cond_from(prev), cond_from(eye)][:n]), cond.repeat(n, 1, 1))
+            return torch.cat(out.chunk(n, 0), 1)                                       # (B, n(C + 1), T_c, h, w)
+        # the skip's chunk targets: each latent turns from the view before it
+        before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)    # (B, T_c, 20)
+
+        def one(frame: torch.Tensor, pose: torch.Tensor) -> list[torch.Tensor]:      # [(B, C + 1, T_c, h, w)] x 1-2
+            src, cs = frame.expand(-1, -1, tc, -1, -1), cond_from(pose)               # (B, 3, T_c, H, W)
+            out = [warp_frames(self.vae, src, cs, cond, self._prefix)]
+            if cfg.warp_targets:
+                out.append(warp_chunks(self.vae, src, cs, before, cond, self._prefix))
+            return out
+
+        sink = beside(lambda: one(state.frame0, eye)) if cfg.warp_sink else None
+        parts = [one(state.frame, prev)] + ([join(sink)] if cfg.warp_sink else [])
+        out = [p[0] for p in parts] + [p[1] for p in parts if len(p) > 1]    # sources, then their targets
+        return torch.cat(out, 1).to(state.latent.dtype)                       # (B, n(C + 1), T_c, h, w)
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""
@@ -444,6 +453,12 @@ class StreamingGenerator:
 
         Input is validated before anything changes, so a bad call leaves the state untouched.
         """
+        # A trace's forks each get half the cores (model/parallel.py); the whole call, checks included: an op at
+        # all the threads just before the replay leaves OpenMP workers spinning into it (measured 5-9 ms a step).
+        with halved_threads() if self.trace else contextlib.nullcontext():
+            return self._step(state, c2w, return_latents)
+
+    def _step(self, state: WorldState, c2w, return_latents: bool):
         self._check_state(state)
         if self.graph:  # validated on the host, uploaded without a sync (see _upload_poses)
             c2w = self._check_c2w(_as_tensor(c2w, "c2w").cpu(), state.batch_size, self.frames_per_step, host=True)

@@ -287,9 +287,16 @@ def _replay_matches_eager(first, space: str, sub_batch: bool = True, atol: float
 @pytest.mark.parametrize("space", ["latent", "pixel"])
 def test_traced_step_matches_eager_through_fork_reset_and_select(first, space):
     """trace=True (the CPU replay of the step body) against the eager reference."""
+    threads = torch.get_num_threads()
     traced = _replay_matches_eager(first, space, trace=True)
-    # the camera branches and the clean pass beside the decode run as forks in the replay (model/parallel.py)
-    assert str(traced._replays[3].graph).count("prim::fork") >= 2
+    # the camera branches, the clean pass beside the decode and (pixel space) the sink's warp beside the previous
+    # frame's run as forks in the replay (model/parallel.py), under halved intra-op threads restored after
+    graph = traced._replays[3].graph
+    assert str(graph).count("prim::fork") >= 2
+    warp_forks = [f for f in graph.findAllNodes("prim::fork")
+                  if any(n.kind() == "aten::grid_sampler" for n in f.g("Subgraph").nodes())]
+    assert len(warp_forks) == (1 if space == "pixel" else 0)
+    assert torch.get_num_threads() == threads
 
 
 def test_compiled_step_is_captured_whole_and_matches_eager(first):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model.parallel import beside, join
+from model.parallel import beside, halved_threads, join
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the CPU trace is torch.jit
 
@@ -34,3 +34,18 @@ def test_trace_records_a_fork_with_the_same_results_and_writes():
     for _ in range(3):                             # the write lands every replay, before the next one reads it
         torch.testing.assert_close(fn(x, s_traced), _body(x, s_eager))
     torch.testing.assert_close(s_traced, s_eager)
+
+
+@pytest.mark.parametrize(("outside", "inside"), [(4, 2), (3, 1), (2, 1), (1, 1)])
+def test_halved_threads_sets_half_inside_and_restores_after(outside, inside):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(outside)
+        with halved_threads() as k:
+            assert k == inside and torch.get_num_threads() == inside
+        assert torch.get_num_threads() == outside
+        with pytest.raises(RuntimeError, match="boom"), halved_threads():
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == outside      # restored on an error too
+    finally:
+        torch.set_num_threads(before)
