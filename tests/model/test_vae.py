@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from safetensors.torch import load_file, save_file
 
-from model.vae import LTX2VAE, CausalVAE, CausalVAEConfig, VAEDecoderCache, depth_to_space, space_to_depth, vae_config
+from model.vae import (
+    LTX2VAE,
+    CausalConv,
+    CausalVAE,
+    CausalVAEConfig,
+    VAEDecoderCache,
+    depth_to_space,
+    space_to_depth,
+    vae_config,
+)
 
 TOL = 1e-5
 
@@ -31,6 +41,20 @@ def _stream(vae: CausalVAE, z: torch.Tensor, cache: VAEDecoderCache) -> torch.Te
 
 
 # -- shapes -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kernel_t", "kernel_s"), [(1, 1), (3, 1), (1, 3), (3, 3)])
+def test_causal_conv_equals_a_left_padded_conv3d(kernel_t, kernel_s):
+    """CausalConv's channels-last kernels (1x1 as a matmul, else one Conv2d over stacked taps) against the plain
+    NCDHW Conv3d with the time axis zero-padded on the left, its weight unpacked from the taps-oldest-first layout."""
+    torch.manual_seed(0)
+    conv = CausalConv(5, 7, kernel_t, kernel_s)
+    x = torch.randn(2, 4, 6, 8, 5)                                              # (B, T, H, W, C)
+    w3 = conv.weight.unflatten(-1, (kernel_t, 5)).permute(0, 4, 3, 1, 2)        # (C_out, C_in, k_t, k_s, k_s)
+    xp = F.pad(x.permute(0, 4, 1, 2, 3), (0, 0, 0, 0, kernel_t - 1, 0))         # (B, C, k_t - 1 + T, H, W)
+    want = F.conv3d(xp, w3, conv.bias, padding=(0, kernel_s // 2, kernel_s // 2)).permute(0, 2, 3, 4, 1)
+    with torch.no_grad():
+        assert (conv(x) - want).abs().max() < TOL
 
 
 @pytest.mark.parametrize(("ft", "fs", "c"), [(1, 2, 3), (2, 2, 32), (4, 2, 5), (1, 4, 2)])
