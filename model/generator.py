@@ -26,6 +26,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -366,46 +367,42 @@ class StreamingGenerator:
         return self.model(x, t, caption_mask=state.caption_mask, chunks=[x.shape[2]], cache=state.blocks,
                           write=write, stream=(state.chunk_index, state.slot_chunk), prepared=prepared)
 
-    def _prepare(self, state: WorldState, frames: int, cond, pl, warp=None):
+    def _prepare(self, state: WorldState, frames: int, cond, pl, warp=None, skip_targets=None):
         return self.model.prepare(frames, cond, pl, state.caption, [frames], 0, (state.chunk_index, state.slot_chunk),
-                                  state.batch_size, self.device, warp)
+                                  state.batch_size, self.device, warp, skip_targets)
 
-    def _warp(self, state: WorldState, cond: torch.Tensor) -> torch.Tensor | None:
+    def _warp(self, state: WorldState, cond: torch.Tensor) -> tuple[torch.Tensor | None, Any]:
         """The next chunk's reprojection conditioning (model/warp.py): the state's last clean latent (or, in pixel
         space, its last decoded frame), seen from its anchor pose, and the image latent (frame 0), seen from the
-        identity, warped into each of the chunk's latent views (cond [B, T_c, 20]); None without it. The same
-        sources as `warp.sequence_warp` over the whole sequence. In pixel space each source is warped and encoded
-        on its own, the sink's beside the previous frame's on a CPU trace (model/parallel.py): the two encodes are
-        most of the warp's cost, and one thread each beats both threads on one batch."""
+        identity, warped into each of the chunk's latent views (cond [B, T_c, 20]) -> (B, n(C + 1), T_c, h, w), or
+        None without it; the same sources as `warp.sequence_warp` over the whole sequence, in one batch.
+        Second: the skip's chunk targets (`warp_targets`) of the same sources, as a `beside` handle, else None. Why
+        apart: their clip encodes are most of the warp's cost and only the pass's last op (the skip) reads them, so
+        a CPU trace runs them beside the conditioning and the pass's blocks (model/parallel.py)."""
         cfg = self.cfg
         if not cfg.warp_condition:
-            return None
+            return None, None
         b, tc = cond.shape[:2]
+        n = 1 + int(cfg.warp_sink)
         prev = (se3_inverse(state.pose0) @ state.pose).float().reshape(b, 1, 16)      # the last latent's anchor
-        eye = torch.eye(4, device=cond.device, dtype=cond.dtype).reshape(1, 1, 16).expand(b, 1, 16)
-
-        def cond_from(pose: torch.Tensor) -> torch.Tensor:                            # (B, T_c, 20) the source's view
-            return torch.cat([pose.expand(b, tc, 16), cond[..., 16:]], -1)
-
+        eye = torch.eye(4, device=cond.device, dtype=cond.dtype).reshape(1, 1, 16)
+        poses = [prev, eye.expand(b, 1, 16)][:n]
+        cond_src = torch.cat([torch.cat([p.expand(b, tc, 16), cond[..., 16:]], -1) for p in poses])  # (nB, T_c, 20)
+        cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
         if not cfg.warps_pixels:
-            n = 1 + int(cfg.warp_sink)
             src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
-            out = warp_latents(src, torch.cat([cond_from(prev), cond_from(eye)][:n]), cond.repeat(n, 1, 1))
-            return torch.cat(out.chunk(n, 0), 1)                                       # (B, n(C + 1), T_c, h, w)
-        # the skip's chunk targets: each latent turns from the view before it
-        before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)    # (B, T_c, 20)
+            return torch.cat(warp_latents(src, cond_src, cond_dst).chunk(n, 0), 1), None   # (B, n(C + 1), ...)
+        src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
+        dtype = state.latent.dtype
 
-        def one(frame: torch.Tensor, pose: torch.Tensor) -> list[torch.Tensor]:      # [(B, C + 1, T_c, h, w)] x 1-2
-            src, cs = frame.expand(-1, -1, tc, -1, -1), cond_from(pose)               # (B, 3, T_c, H, W)
-            out = [warp_frames(self.vae, src, cs, cond, self._prefix)]
-            if cfg.warp_targets:
-                out.append(warp_chunks(self.vae, src, cs, before, cond, self._prefix))
-            return out
+        def targets() -> torch.Tensor:   # each latent turns from the view before it: (B, n(C + 1), T_c, h, w)
+            before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)  # (B, T_c, 20)
+            out = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst, self._prefix)
+            return torch.cat(out.to(dtype).chunk(n, 0), 1)
 
-        sink = beside(lambda: one(state.frame0, eye)) if cfg.warp_sink else None
-        parts = [one(state.frame, prev)] + ([join(sink)] if cfg.warp_sink else [])
-        out = [p[0] for p in parts] + [p[1] for p in parts if len(p) > 1]    # sources, then their targets
-        return torch.cat(out, 1).to(state.latent.dtype)                       # (B, n(C + 1), T_c, h, w)
+        handle = beside(targets) if cfg.warp_targets else None
+        out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix).to(dtype)  # (nB, C + 1, T_c, h, w)
+        return torch.cat(out.chunk(n, 0), 1), handle                                  # (B, n(C + 1), T_c, h, w)
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""
@@ -422,7 +419,7 @@ class StreamingGenerator:
         lat_h, lat_w = cfg.latent_hw
         rel = se3_inverse(state.pose0)[:, None] @ c2w                            # (B, K, 4, 4) relative to frame 0
         cond, pl = self._chunk_camera(rel, self._k_lat(state.intrinsics))
-        prepared = self._prepare(state, tc, cond, pl, self._warp(state, cond))
+        prepared = self._prepare(state, tc, cond, pl, *self._warp(state, cond))
         x = counter_normal(state.seed, state.chunk_index, 0, (cfg.in_channels, tc, lat_h, lat_w), self.dtype)
         for i, (sig, nxt) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
             t = torch.full((b, tc), 1000.0 * sig, device=self.device)
@@ -435,7 +432,9 @@ class StreamingGenerator:
                                                               x.shape[1:], self.dtype)
         # The clean pass (DiT caches) and the decode (VAE cache) read the same latent and write disjoint state,
         # so a CPU trace runs them at once (model/parallel.py).
-        clean = beside(lambda: self._forward(state, x, torch.zeros(b, tc, device=self.device), prepared, write=True))
+        # (its output is not read, so it runs without the output skip)
+        clean = beside(lambda: self._forward(state, x, torch.zeros(b, tc, device=self.device), (*prepared[:4], None),
+                                             write=True))
         frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
         join(clean)
         self._commit(state)

@@ -14,6 +14,8 @@ every preset, with the published module and state_dict names (872 keys for `sana
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -22,14 +24,16 @@ from .attention import AttnContext, SanaWMAttention, SoftmaxPlan
 from .camera import ray_transforms
 from .config import WorldModelConfig
 from .layers import CaptionEmbedder, CrossAttention, FinalLayer, GLUMBConvTemp, PatchEmbed, RMSNorm, TimestepEmbedder
+from .parallel import join
 from .rope import rope_at
 from .state import BlockCache
 from .warp import sequence_warp
 
 # prepare()'s result: attention context, Plücker embedding, caption tokens (per-block K/V at inference), warp embedding,
-# and the output skip's inputs (warp_skip models; else None): the warp and the sink's fade [B, T] (or None)
+# and the output skip's inputs (warp_skip models; else None): the warp (or a `beside` handle of it) and the sink's
+# fade [B, T] (or None)
 Prepared = tuple[AttnContext, "torch.Tensor | None", "torch.Tensor | list", "torch.Tensor | None",
-                 "tuple[torch.Tensor, torch.Tensor | None] | None"]
+                 "tuple[torch.Tensor | Any, torch.Tensor | None] | None"]
 
 
 def _rope_heads(*args, **kwargs) -> torch.Tensor:
@@ -249,12 +253,15 @@ class SanaWMTransformer(nn.Module):
         return ctx
 
     def prepare(self, frames: int, camera_conditions, plucker, caption, chunks, frame_offset, stream, batch: int,
-                device, warp: torch.Tensor | None = None) -> Prepared:
+                device, warp: torch.Tensor | None = None, skip_targets: Any = None) -> Prepared:
         """Everything of a forward that does not depend on the noisy latents or the timestep: the attention context,
         the Plücker embedding, the caption tokens and the warp embedding. Denoising passes of one step share it.
 
         warp: [B, warp_channels, T, h, w] from `warp.sequence_warp` (or the generator's `_warp`); required when the
-        config has `warp_condition` (forward derives it from its own latents when it is not given)."""
+        config has `warp_condition` (forward derives it from its own latents when it is not given).
+        skip_targets: the chunk skip targets (`warp_targets` models) given apart, as a tensor or as a
+        `parallel.beside` handle that the skip joins: warp then holds the conditioning only. Why: the skip is a
+        pass's last op, so a CPU trace encodes the targets beside the pass's blocks (the generator's step)."""
         dtype = self.x_embedder.proj.weight.dtype
         ctx = self.context(frames, camera_conditions, chunks, frame_offset, device, stream=stream, batch=batch)
         plucker_emb = self.plucker_embedder(plucker.to(dtype)) if plucker is not None else None
@@ -266,10 +273,15 @@ class SanaWMTransformer(nn.Module):
         warp_emb = skip = None
         if self.cfg.warp_condition:
             cw = self.cfg.in_channels + 1
-            want = (batch, self.warp_channels, frames, *self.cfg.latent_hw)
+            apart = skip_targets is not None
+            if apart and not self.cfg.warp_targets:
+                raise ValueError("skip_targets are the chunk skip targets of warp_skip_target='chunk' models; this "
+                                 f"model has warp_skip_target={self.cfg.warp_skip_target!r}")
+            want = (batch, self.warp_channels // (2 if apart else 1), frames, *self.cfg.latent_hw)
             if warp is None or tuple(warp.shape) != want:
                 hint = " (without the chunk skip targets: recompute it, e.g. python -m model.train.warps)" \
-                    if warp is not None and self.cfg.warp_targets and warp.shape[1] * 2 == want[1] else ""
+                    if warp is not None and self.cfg.warp_targets and not apart and warp.shape[1] * 2 == want[1] \
+                    else ""
                 raise ValueError(f"this model is warp-conditioned: warp must be {list(want)}, got "
                                  f"{None if warp is None else list(warp.shape)}{hint}")
             warp = warp.to(dtype)
@@ -278,7 +290,7 @@ class SanaWMTransformer(nn.Module):
             if self.cfg.warp_sink:
                 warp_emb = warp_emb + self.sink_embedder(warp[:, cw:sources])
             if self.cfg.warp_skip:
-                target = warp[:, sources:] if self.cfg.warp_targets else warp
+                target = skip_targets if apart else warp[:, sources:] if self.cfg.warp_targets else warp
                 skip = (target, self._sink_fade(camera_conditions))
         return ctx, plucker_emb, y, warp_emb, skip
 
@@ -397,6 +409,7 @@ class SanaWMTransformer(nn.Module):
         the previous frame, the model's own and re-warped every step, never overrides the start frame.
         warp: [B, S*(C+1), T, h, w], S sources; sink_fade: [B, T] or None."""
         c = self.cfg.in_channels
+        warp = join(warp).to(v.dtype)   # a `beside` handle when the targets were encoded beside the pass
         sigma = (timestep.long().float() / 1000.0).to(v.dtype)[:, None, :, None, None]   # (B, 1, T, 1, 1)
         x0 = latents.to(v.dtype) - sigma * v
         fade = None if sink_fade is None else sink_fade[:, None, :, None, None].to(v.dtype)   # (B, 1, T, 1, 1)

@@ -2,6 +2,7 @@
 model and the streaming generator really use it."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from model.config import get_config
 from model.generator import RecomputeGenerator, StreamingGenerator, micro_model
+from model.parallel import beside
 from model.transformer import build_model
 from model.vae import CausalVAE, vae_config
 from model.warp import interpolate_rotations, sequence_warp, warp_chunks, warp_frames, warp_grid, warp_latents
@@ -464,3 +466,41 @@ def test_chunk_target_models_pull_toward_the_targets_not_the_conditioning():
     assert (moved - want).abs().max() > 1e-3
     with pytest.raises(ValueError, match="warp must be .*without the chunk skip targets"):
         chunk(x, ts, cond, warp=warp)
+
+
+def test_chunk_skip_targets_given_apart_equal_the_joined_warp_input():
+    """The generator hands prepare the chunk targets apart, as a `beside` handle, so that a CPU trace encodes them
+    beside the pass's blocks and the skip joins them: the same output as the joined warp input, eager and as a
+    traced fork. A model without chunk targets refuses them; apart, warp holds the conditioning only."""
+    chunk = micro_model(warp_space="pixel", warp_skip_target="chunk")[0].eval().requires_grad_(False)
+    cfg, c, h = chunk.cfg, chunk.cfg.in_channels, chunk.warp_channels // 2
+    with torch.no_grad():
+        chunk.warp_gate.normal_()
+    x = torch.randn(1, c, 2, *cfg.latent_hw)
+    ts = torch.tensor([[0.0, 1000.0]])
+    cond = torch.cat([torch.eye(4).reshape(1, 1, 16).expand(1, 2, 16), torch.tensor([[2.0, 2.0, 1.5, 1.5]] * 2)[None]],
+                     -1)
+    warp = torch.randn(1, chunk.warp_channels, 2, *cfg.latent_hw)
+    warp[:, c::c + 1] = 1.0                                                       # fully valid masks
+
+    def apart(x, warp):
+        targets = beside(lambda: warp[:, h:] * 1.0)
+        return chunk(x, ts, cond, chunks=[2], prepared=chunk.prepare(2, cond, None, None, [2], 0, None, 1, x.device,
+                                                                      warp[:, :h], targets))
+
+    with torch.no_grad():
+        want = chunk(x, ts, cond, chunks=[2], warp=warp)
+        torch.testing.assert_close(apart(x, warp), want, atol=1e-6, rtol=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(apart, (x, warp), check_trace=False)
+        assert len(traced.graph.findAllNodes("prim::fork")) >= 1
+        other = warp.clone()
+        other[:, h:h + c] += 1.0                                                  # another previous-frame target
+        torch.testing.assert_close(traced(x, other), chunk(x, ts, cond, chunks=[2], warp=other), atol=1e-6, rtol=0)
+        assert (traced(x, other) - want).abs().max() > 1e-3
+        with pytest.raises(ValueError, match=rf"warp must be \[1, {h}, 2"):
+            chunk.prepare(2, cond, None, None, None, 0, None, 1, x.device, warp, warp[:, h:])
+        image = micro_model(warp_space="pixel")[0].eval()
+        with pytest.raises(ValueError, match="skip_targets are the chunk skip targets"):
+            image.prepare(2, cond, None, None, None, 0, None, 1, x.device, warp[:, :h], warp[:, h:])
