@@ -434,6 +434,19 @@ def test_sequence_warp_appends_the_chunk_targets_of_the_same_sources():
         sequence_warp(lat, cond, [1, 1, 1], sink=True, targets=True)
 
 
+def _two_frame_inputs(model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents of two frames (a clean one, then noise), their timesteps, identity cameras and a random warp input
+    with fully valid masks, for a warp-conditioned micro model."""
+    cfg, c = model.cfg, model.cfg.in_channels
+    x = torch.randn(1, c, 2, *cfg.latent_hw)
+    ts = torch.tensor([[0.0, 1000.0]])
+    cond = torch.cat([torch.eye(4).reshape(1, 1, 16).expand(1, 2, 16), torch.tensor([[2.0, 2.0, 1.5, 1.5]] * 2)[None]],
+                     -1)
+    warp = torch.randn(1, model.warp_channels, 2, *cfg.latent_hw)
+    warp[:, c::c + 1] = 1.0                                                       # fully valid masks
+    return x, ts, cond, warp
+
+
 def test_chunk_target_models_pull_toward_the_targets_not_the_conditioning():
     """warp_skip_target='chunk': the warp input carries [conditioning | targets]; the embeddings read the first half
     and the skip the second, so targets equal to the conditioning give the 'image' model's output exactly."""
@@ -445,17 +458,12 @@ def test_chunk_target_models_pull_toward_the_targets_not_the_conditioning():
     image = micro_model(warp_space="pixel")[0].eval()
     chunk = micro_model(warp_space="pixel", warp_skip_target="chunk")[0].eval()
     chunk.load_state_dict(image.state_dict())
-    cfg, c = image.cfg, image.cfg.in_channels
+    c = image.cfg.in_channels
     assert chunk.warp_channels == 2 * image.warp_channels == 4 * (c + 1)
     with torch.no_grad():
         image.warp_gate.normal_()
         chunk.warp_gate.copy_(image.warp_gate)
-    x = torch.randn(1, c, 2, *cfg.latent_hw)
-    ts = torch.tensor([[0.0, 1000.0]])
-    cond = torch.cat([torch.eye(4).reshape(1, 1, 16).expand(1, 2, 16), torch.tensor([[2.0, 2.0, 1.5, 1.5]] * 2)[None]],
-                     -1)
-    warp = torch.randn(1, image.warp_channels, 2, *cfg.latent_hw)
-    warp[:, c::c + 1] = 1.0                                                       # fully valid masks
+    x, ts, cond, warp = _two_frame_inputs(image)
     with torch.no_grad():
         want = image(x, ts, cond, warp=warp)
         torch.testing.assert_close(chunk(x, ts, cond, warp=torch.cat([warp, warp], 1)), want, atol=1e-6, rtol=0)
@@ -473,15 +481,10 @@ def test_chunk_skip_targets_given_apart_equal_the_joined_warp_input():
     beside the pass's blocks and the skip joins them: the same output as the joined warp input, eager and as a
     traced fork. A model without chunk targets refuses them; apart, warp holds the conditioning only."""
     chunk = micro_model(warp_space="pixel", warp_skip_target="chunk")[0].eval().requires_grad_(False)
-    cfg, c, h = chunk.cfg, chunk.cfg.in_channels, chunk.warp_channels // 2
+    c, h = chunk.cfg.in_channels, chunk.warp_channels // 2
     with torch.no_grad():
         chunk.warp_gate.normal_()
-    x = torch.randn(1, c, 2, *cfg.latent_hw)
-    ts = torch.tensor([[0.0, 1000.0]])
-    cond = torch.cat([torch.eye(4).reshape(1, 1, 16).expand(1, 2, 16), torch.tensor([[2.0, 2.0, 1.5, 1.5]] * 2)[None]],
-                     -1)
-    warp = torch.randn(1, chunk.warp_channels, 2, *cfg.latent_hw)
-    warp[:, c::c + 1] = 1.0                                                       # fully valid masks
+    x, ts, cond, warp = _two_frame_inputs(chunk)
 
     def apart(x, warp):
         targets = beside(lambda: warp[:, h:] * 1.0)
