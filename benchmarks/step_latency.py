@@ -122,7 +122,8 @@ def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = Fa
 def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) -> dict:
     """Eager and traced (`trace=True`) steps at batch 1 on CPU, traced with the other schedule (one denoising
     pass, `denoise_timesteps=(1000, 0)`, or two, (1000, 750, 0), where the checkpoint runs one), traced on one
-    thread (the step is thousands of small ops, so a second thread may cost more in handoffs than it gives), and
+    thread (since the thirteenth session the traced step halves the caller's intra-op threads itself,
+    `parallel.halved_threads`, so on 2 cores this row is the trace's own setting and should read the same), and
     compiled (`compile=True`: torch.compile's inductor fuses
     the small ops), timed in alternating rounds so that all see the same machine noise (a shared 2-core machine
     drifts by 10-40 % between minutes). Also: the compiled step's first call (the compilation: minutes cold, less
