@@ -39,7 +39,7 @@ from .schedule import distilled_sigmas
 from .state import BlockCache, WorldState, counter_normal
 from .transformer import SanaWMTransformer, build_model
 from .vae import CausalVAE, vae_config
-from .warp import warp_chunks, warp_frames, warp_latents
+from .warp import stack_sources, warp_chunks, warp_frames, warp_latents
 
 WEIGHTS = Path(__file__).parent / "weights"
 SAMPLERS = ("euler", "renoise")
@@ -391,18 +391,18 @@ class StreamingGenerator:
         cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
         if not cfg.warps_pixels:
             src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
-            return torch.cat(warp_latents(src, cond_src, cond_dst).chunk(n, 0), 1), None   # (B, n(C + 1), ...)
+            return stack_sources(warp_latents(src, cond_src, cond_dst), n), None            # (B, n(C + 1), ...)
         src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
         dtype = state.latent.dtype
 
         def targets() -> torch.Tensor:   # each latent turns from the view before it: (B, n(C + 1), T_c, h, w)
             before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)  # (B, T_c, 20)
             out = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst, self._prefix)
-            return torch.cat(out.to(dtype).chunk(n, 0), 1)
+            return stack_sources(out.to(dtype), n)
 
         handle = beside(targets) if cfg.warp_targets else None
         out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix).to(dtype)  # (nB, C + 1, T_c, h, w)
-        return torch.cat(out.chunk(n, 0), 1), handle                                  # (B, n(C + 1), T_c, h, w)
+        return stack_sources(out, n), handle                                          # (B, n(C + 1), T_c, h, w)
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""

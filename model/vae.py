@@ -523,29 +523,29 @@ class CausalVAE(nn.Module):
         """Single frames (B, 3, 1, H, W) -> latents (B, C, 1, h, w): `encode` of each as a clip of one frame, by
         streaming it from `image_prefix` (given, or computed here at batch 1). Equal to `encode` to float round-off."""
         self._check_frames_shape(tuple(x.shape))
-        b, _, f, hgt, wid = x.shape
-        if f != 1:
+        if x.shape[2] != 1:
             raise ValueError(f"encode_image takes single frames (B, 3, 1, H, W), got {tuple(x.shape)}")
-        prefix = self.image_prefix(hgt, wid) if prefix is None else prefix
-        if (prefix.height, prefix.width) != (hgt, wid):
-            raise ValueError(f"prefix was made for {prefix.height}x{prefix.width} frames, got {hgt}x{wid}")
-        carries = [c.expand(b, *c.shape[1:]) for c in prefix.carries]        # replaced in this list, never written
-        z = self.encoder(x.permute(0, 2, 3, 4, 1), prefix.tails, carries)   # (B, 1, h, w, C)
-        z = z.permute(0, 4, 1, 2, 3).contiguous()                           # (B, C, 1, h, w)
+        z = self._encode_from_prefix(x, prefix, clip=False)                 # (B, C, 1, h, w)
         return self.normalize_latents(z) if normalize else z
 
     def encode_clip(self, x: torch.Tensor, prefix: ImagePrefix | None = None) -> torch.Tensor:
         """Clips (B, 3, 1 + tf*k, H, W) -> normalised latents (B, C, 1 + k, h, w): `encode`, streamed from the
         prefix's state after the pad frames, so they do not run again (5 frames instead of 8 for k = 1)."""
         self._check_frames_shape(tuple(x.shape))
-        b, _, f, hgt, wid = x.shape
+        return self.normalize_latents(self._encode_from_prefix(x, prefix, clip=True))
+
+    def _encode_from_prefix(self, x: torch.Tensor, prefix: ImagePrefix | None, clip: bool) -> torch.Tensor:
+        """Frames (B, 3, F, H, W) streamed from the pad prefix's state -> raw latents (B, C, T, h, w). One frame
+        runs the frozen tails (one tap per conv); a clip runs from copies of the stream tails, which its convs
+        write as it goes. The prefix itself is never written."""
+        b, _, _, hgt, wid = x.shape
         prefix = self.image_prefix(hgt, wid) if prefix is None else prefix
         if (prefix.height, prefix.width) != (hgt, wid):
             raise ValueError(f"prefix was made for {prefix.height}x{prefix.width} frames, got {hgt}x{wid}")
-        tails = [t.expand(b, *t.shape[1:]).clone() for t in prefix.stream_tails]   # written in place by the convs
+        tails = [t.expand(b, *t.shape[1:]).clone() for t in prefix.stream_tails] if clip else prefix.tails
         carries = [c.expand(b, *c.shape[1:]) for c in prefix.carries]        # replaced in this list, never written
-        z = self.encoder(x.permute(0, 2, 3, 4, 1), tails, carries)          # (B, 1 + k, h, w, C)
-        return self.normalize_latents(z.permute(0, 4, 1, 2, 3).contiguous())
+        z = self.encoder(x.permute(0, 2, 3, 4, 1), tails, carries)          # (B, T, h, w, C)
+        return z.permute(0, 4, 1, 2, 3).contiguous()                       # (B, C, T, h, w)
 
     def decode(self, z: torch.Tensor, normalized: bool = True, clamp: bool = True) -> torch.Tensor:
         """Latents (B, C, T, h, w) -> frames (B, 3, 1 + tf*(T-1), h*s, w*s), causal in time, in [-1, 1] if `clamp`."""

@@ -52,7 +52,8 @@ from .camera import scale_intrinsics
 if TYPE_CHECKING:
     from .vae import CausalVAE, ImagePrefix
 
-__all__ = ["warp_grid", "warp_latents", "warp_frames", "warp_chunks", "interpolate_rotations", "sequence_warp"]
+__all__ = ["warp_grid", "warp_latents", "warp_frames", "warp_chunks", "interpolate_rotations", "sequence_warp",
+           "stack_sources"]
 
 
 def warp_grid(cond_src: torch.Tensor, cond_dst: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +112,12 @@ def warp_latents(src: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tens
 def _to_pixels(cond: torch.Tensor, lat_hw: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
     """Camera conditions [..., 20] with latent-grid intrinsics -> the same with frame intrinsics."""
     return torch.cat([cond[..., :16], scale_intrinsics(cond[..., 16:20], lat_hw, hw)], -1)
+
+
+def stack_sources(out: torch.Tensor, n: int) -> torch.Tensor:
+    """n sources warped in one batch, (nB, C + 1, T, h, w) source-major -> (B, n(C + 1), T, h, w): the warp input's
+    layout, one source after the other along channels."""
+    return torch.cat(out.chunk(n, 0), 1)
 
 
 def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor,
@@ -222,7 +229,7 @@ def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int], 
             with torch.no_grad():
                 out = warp_chunks(vae, src, torch.cat([cs for _, cs in srcs]), before.repeat(len(srcs), 1, 1),
                                   cond.repeat(len(srcs), 1, 1), prefix)
-            return torch.cat(out.to(latents.dtype).chunk(len(srcs)), 1)               # (B, S(C + 1), T, h, w)
+            return stack_sources(out.to(latents.dtype), len(srcs))                      # (B, S(C + 1), T, h, w)
     sources = [(src_idx, cond[:, src_idx])] + ([(first, cond[:, first])] if sink else [])
     out = torch.cat([warp(i, cs) for i, cs in sources] + ([chunk_targets(sources)] if targets else []), 1)
     has_src = (chunk_of > 0).to(out.dtype)[None, None, :, None, None]
