@@ -37,6 +37,7 @@ from .config import get_config
 from .parallel import beside, halved_threads, join
 from .schedule import distilled_sigmas
 from .state import BlockCache, WorldState, counter_normal
+from .trace_fold import specialize
 from .transformer import SanaWMTransformer, build_model
 from .vae import CausalVAE, vae_config
 from .warp import stack_sources, warp_chunks, warp_frames, warp_latents
@@ -70,7 +71,8 @@ class StreamingGenerator:
     def __init__(self, model: SanaWMTransformer, vae: CausalVAE, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
                  sampler: str = "euler", trace: bool = False, render: dict | None = None,
-                 denoise_timesteps: Sequence[int] | None = None, compile: bool | str = False):
+                 denoise_timesteps: Sequence[int] | None = None, compile: bool | str = False,
+                 specialize: bool = True):
         """denoise_timesteps: the per-step schedule, falling to 0 (default: the checkpoint's `cfg.denoise_timesteps`);
         one pass fewer took 28 % off the traced CPU step (`benchmarks/step_latency.py`), at the quality
         `benchmarks/fidelity.py` measures.
@@ -78,10 +80,12 @@ class StreamingGenerator:
         and `compile` (CPU: the step body fused by torch.compile; True is the inductor backend, a string names
         another). Compiled, a tiny step ran 1.2-1.4x the trace on the 2-core CPU (`benchmarks/README.md`), after a
         first step that compiles for minutes (6-8 cold, 40-80 s from inductor's on-disk cache); it falls back to the
-        trace where it cannot compile (no C++ compiler)."""
+        trace where it cannot compile (no C++ compiler). `specialize` folds the trace's shape arithmetic and no-op
+        casts and slices for the one layout it replays (model/trace_fold.py); False keeps the plain trace, the
+        reference."""
         cfg = model.cfg
         self.device = torch.device(device)
-        self.graph, self.trace = bool(graph), bool(trace)
+        self.graph, self.trace, self.specialize = bool(graph), bool(trace), bool(specialize)
         self.compile = "inductor" if compile is True else (compile or None)
         if self.compile is not None and not isinstance(self.compile, str):
             raise ValueError(f"compile must be a bool or a torch.compile backend name, got {compile!r}")
@@ -486,6 +490,8 @@ class StreamingGenerator:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")   # TracerWarnings: the body is static by construction
                     fn = torch.jit.trace(body, (c2w, *template._all()), check_trace=False)
+                if self.specialize:
+                    fn = specialize(fn, "step")
             self._replays[state.batch_size] = fn
         return fn(c2w, *state._all())
 
