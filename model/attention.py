@@ -11,7 +11,10 @@ Time layouts (`AttnContext`):
   across chunks and backward inside each chunk; a softmax query chunk sees the sink chunk (chunk 0) and the
   `window` most recent chunks, as listed by its `SoftmaxPlan`;
 - streaming (`cache` given): one chunk, with everything earlier read from the block's `BlockCache`. The
-  denoising passes only read it; the clean pass (`write=True`) writes states, tails and K/V slots.
+  denoising passes only read it; the clean pass (`write=True`) writes states, tails and K/V slots. A streamed
+  pair (`AttnContext.written`) is two chunks in one call: the first one's clean pass, which writes, and the
+  next chunk's first denoising pass, which reads the cache as the first one left it. Its per-token ops run
+  once for both; only the recurrences and the softmax reads run per chunk.
 Both chunk-causal forms use the same plans and positions, so streaming equals the full forward.
 """
 
@@ -59,6 +62,12 @@ class AttnContext:
     plans: list[SoftmaxPlan] | None = None  # chunk-causal softmax key sets (one per query chunk)
     write_slot: torch.Tensor | None = None  # [B] int64 KV slot each world's chunk goes to (streaming)
     slot_sizes: tuple[int, ...] = ()        # tokens per KV slot (streaming)
+    written: int | None = None              # streaming: leading frames the clean write covers (None: all; a pair:
+                                            # the first chunk's, and the rest reads the cache after that write)
+
+    @property
+    def write_frames(self) -> int:
+        return self.frames if self.written is None else self.written
 
     @property
     def tokens_per_frame(self) -> int:
@@ -89,6 +98,12 @@ def _sdpa(q, k, v, mask, bf16: bool, pad_to: int | None = None):
         q, k, v = (F.pad(t, (0, pad_to - d)) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out[..., :d].to(dtype)
+
+
+def _stream_parts(ctx: AttnContext) -> list[tuple[int, int]]:
+    """Frame ranges a streamed call runs its recurrences over, in order: the whole chunk, or a pair's two chunks."""
+    w = ctx.write_frames
+    return [(0, ctx.frames)] if w == ctx.frames else [(0, w), (w, ctx.frames)]
 
 
 def _write_slots(buf: torch.Tensor, new: torch.Tensor, ctx: AttnContext) -> None:
@@ -168,6 +183,9 @@ class SanaWMAttention(nn.Module):
             tail = cache.k_tail if (cache is not None and cross_chunk) else None
             y, new_tail = gdn.short_conv_chunk_causal(xt, conv.weight, ctx.chunks, tail=tail, cross_chunk=cross_chunk)
             if write and cache is not None and cross_chunk:
+                if ctx.write_frames < ctx.frames:   # a pair: the tail after its first chunk
+                    k = tail.shape[1]
+                    new_tail = torch.cat([tail, xt[:, :ctx.write_frames].to(tail.dtype)], 1)[:, -k:]
                 cache.k_tail.copy_(new_tail)
         return y.reshape(b, n, c).to(x.dtype)
 
@@ -229,11 +247,15 @@ class SanaWMAttention(nn.Module):
         elif cache is None:
             out, _, _ = gdn.gdn_chunk_causal(*args, beta, gamma, chunks=ctx.chunks, eps=self.cfg.gdn_eps)
         else:
-            out, s_kv, s_z = gdn.gdn_chunk_step(*args, beta, gamma, s_kv=cache.s_kv, s_z=cache.s_z,
-                                                eps=self.cfg.gdn_eps)
-            if write:
-                cache.s_kv.copy_(s_kv)
-                cache.s_z.copy_(s_z)
+            outs, s_kv, s_z = [], cache.s_kv, cache.s_z
+            for part, (a, e) in enumerate(_stream_parts(ctx)):   # a pair: its second chunk after the first's write
+                o, s_kv, s_z = gdn.gdn_chunk_step(*(t[:, :, a:e] for t in args), beta[:, :, a:e], gamma[:, :, a:e],
+                                                  s_kv=s_kv, s_z=s_z, eps=self.cfg.gdn_eps)
+                if write and part == 0:
+                    cache.s_kv.copy_(s_kv)
+                    cache.s_z.copy_(s_z)
+                outs.append(o)
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         return self._merge(out.reshape(b, self.heads, n, self.head_dim))
 
     def _cam_gdn(self, q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write):
@@ -245,20 +267,25 @@ class SanaWMAttention(nn.Module):
         elif cache is None:
             out, _ = gdn.cam_delta_chunk_causal(*args, beta_cam, gamma, chunks=ctx.chunks)
         else:
-            out, s = gdn.cam_delta_chunk_step(*args, beta_cam, gamma, s=cache.s_cam)
-            if write:
-                cache.s_cam.copy_(s)
+            outs, s = [], cache.s_cam
+            for part, (a, e) in enumerate(_stream_parts(ctx)):
+                o, s = gdn.cam_delta_chunk_step(*(t[:, :, a:e] for t in args), beta_cam[:, :, a:e], gamma[:, :, a:e],
+                                                s=s)
+                if write and part == 0:
+                    cache.s_cam.copy_(s)
+                outs.append(o)
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         return out.reshape(b, h, n, d)
 
     # ------------------------------------------------------------------ softmax branches
     def _softmax_chunked(self, q, k, v, ctx, cam: bool, cache, write):
         """Chunk-causal softmax over the plans: q, k, v [B, H, N, D] without RoPE (camera: UCPE matrix applied)."""
         outs = []
-        for plan in ctx.plans:
+        for i, plan in enumerate(ctx.plans):
             qs = q[:, :, plan.q_tokens]
             if plan.key_tokens is None:  # streaming: cached slots then this chunk
-                ks = torch.cat([cache.kc if cam else cache.k, k], dim=2)
-                vs = torch.cat([cache.vc if cam else cache.v, v], dim=2)
+                ks = torch.cat([cache.kc if cam else cache.k, k[:, :, plan.q_tokens]], dim=2)
+                vs = torch.cat([cache.vc if cam else cache.v, v[:, :, plan.q_tokens]], dim=2)
             else:
                 ks, vs = k[:, :, plan.key_tokens], v[:, :, plan.key_tokens]
             if cam:  # UCPE rotates the second half of q, k and v by the camera RoPE
@@ -270,10 +297,12 @@ class SanaWMAttention(nn.Module):
                 qs, ks = apply_rope(qs, plan.q_rope), apply_rope(ks, plan.k_rope)
             mask = None if plan.key_valid is None else plan.key_valid[:, None, None, :]
             outs.append(_sdpa(qs, ks, vs, mask, bf16=self.cfg.softmax_bf16, pad_to=self._cam_pad() if cam else None))
-        if cache is not None and write:  # after reading: the clean pass sees exactly what the denoising passes saw
-            _write_slots(cache.kc if cam else cache.k, k, ctx)
-            _write_slots(cache.vc if cam else cache.v, v, ctx)
-        return torch.cat(outs, dim=2)
+            if cache is not None and write and i == 0:
+                # after reading: the clean pass sees exactly what the denoising passes saw; a pair's second chunk
+                # then reads the slots with its first chunk in them
+                _write_slots(cache.kc if cam else cache.k, k[:, :, plan.q_tokens], ctx)
+                _write_slots(cache.vc if cam else cache.v, v[:, :, plan.q_tokens], ctx)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
     def _main_softmax(self, qkv, ctx, cache, write):
         q, k, v = qkv.chunk(3, dim=-1)

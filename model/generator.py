@@ -10,6 +10,11 @@ One step (DESIGN.md §2-3): the chunk's poses become camera conditioning relativ
 reprojected into the new views, model/warp.py); noise
 comes from the state's counter RNG; the few denoising passes read the caches only; one clean pass at t = 0 writes
 them (GDN states, conv tails, K/V slots); the causal VAE decodes the chunk from its own cache.
+With 1-latent chunks (`defer_clean`: tiny, micro) a chunk's clean pass waits in the state (`pending_*`) and runs in
+the next step, in one model call with that step's first denoising pass: a streamed pair, whose per-token ops (most
+of a pass) run once for both chunks. The maths is the clean pass's, one step later; the step needs one model call
+per denoising pass (measured on the tiny trace: 9 % less CPU a step, and 1.3x faster with another process on one
+of the two cores; `benchmarks/README.md`).
 Everything in a step has static shapes and no host synchronisation, so on CUDA (`graph=True`) the whole
 step is captured once as a CUDA graph and replayed (on CPU, `trace=True` replays a torch.jit trace of the same
 body). The state being stepped owns the captured buffers, so stepping it again copies nothing; stepping another
@@ -110,6 +115,9 @@ class StreamingGenerator:
                              f"match the model ({cfg.vae_spatial}x, {cfg.vae_temporal}t, {cfg.in_channels} ch)")
         self.cfg = cfg
         self.dtype = dtype
+        # 1-latent chunks: a chunk's clean pass runs in the next step, in one call with that step's first denoising
+        # pass (a streamed pair, model/attention.py), so the per-token ops of both run once
+        self.defer_clean = cfg.chunk_frames == 1
         self.model = model.to(self.device, dtype).eval()
         for blk in self.model.blocks:  # inference: one input matmul per attention instead of seven
             blk.attn.fuse_projections()
@@ -211,6 +219,8 @@ class StreamingGenerator:
             blocks.append(bc)
         lat_h, lat_w = cfg.latent_hw
         pix = 3 if cfg.warps_pixels else 0   # decoded frames kept only to warp them
+        tp = cfg.chunk_frames if self.defer_clean else 0   # the pending chunk's frames
+        wc = (cfg.in_channels + 1) * (1 + int(cfg.warp_sink)) if cfg.warp_condition else 0
         eye = torch.eye(4, dtype=torch.float64, device=dev).repeat(b, 1, 1)
         y, m = self.model.null_caption(b)
         return WorldState(
@@ -222,7 +232,11 @@ class StreamingGenerator:
             frame=torch.zeros(b, pix, 1, cfg.height, cfg.width, device=dev),
             frame0=torch.zeros(b, pix, 1, cfg.height, cfg.width, device=dev),
             intrinsics=torch.zeros(b, 4, device=dev), seed=torch.zeros(b, dtype=torch.int64, device=dev),
-            caption=y.to(dt).clone(), caption_mask=m.clone(), owner=id(self), generator=self)
+            caption=y.to(dt).clone(), caption_mask=m.clone(),
+            pending_cond=torch.zeros(b, tp, 20, device=dev),
+            pending_plucker=torch.zeros(b, cfg.plucker_channels, tp, lat_h, lat_w, device=dev, dtype=dt),
+            pending_warp=torch.zeros(b, wc, tp, lat_h, lat_w, device=dev, dtype=dt),
+            owner=id(self), generator=self)
 
     def _check_state(self, state: WorldState) -> None:
         if not isinstance(state, WorldState) or state.owner != id(self):
@@ -349,14 +363,20 @@ class StreamingGenerator:
                 raise ValueError(f"captions must be ({m} or {b}, {sub.caption.shape[1]}, {sub.caption.shape[2]}), "
                                  f"got {tuple(cap.shape)}")
             sub.caption.copy_(cap)
-        # The image latent is chunk 0: one clean pass writes the caches; the VAE cache is primed with it.
+        # The image latent is chunk 0: one clean pass writes the caches (deferred: the first step's, which finds it
+        # pending); the VAE cache is primed with it.
         x = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]   # (M, 3, 1, H, W)
         z0 = self.vae.encode_image(x, self._prefix).to(self.dtype)               # (M, C, 1, h, w)
         cond, pl = self._first_camera(m, self._k_lat(k))
-        warp = None if not self.cfg.warp_condition else z0.new_zeros(m, self.model.warp_channels, *z0.shape[2:])
-        self._forward(sub, z0, torch.zeros(m, 1, device=self.device), self._prepare(sub, 1, cond, pl, warp),
-                      write=True)
-        self._commit(sub)
+        if self.defer_clean:
+            sub.pending_cond.copy_(cond)
+            sub.pending_plucker.copy_(pl)
+            sub.chunk_index.fill_(1)
+        else:
+            warp = None if not self.cfg.warp_condition else z0.new_zeros(m, self.model.warp_channels, *z0.shape[2:])
+            self._forward(sub, z0, torch.zeros(m, 1, device=self.device), self._prepare(sub, 1, cond, pl, warp),
+                          write=True)
+            self._commit(sub)
         sub.latent.copy_(z0)
         sub.latent0.copy_(z0)
         f0 = self.vae.decode_step(z0.float(), sub.vae, first=True)                # (M, 3, 1, H, W)
@@ -410,9 +430,7 @@ class StreamingGenerator:
 
     def _commit(self, state: WorldState) -> None:
         """After the clean pass: record which chunk the KV slots now hold, and advance the chunk counter."""
-        c = state.chunk_index
-        slot = torch.where(c <= 0, torch.zeros_like(c), 1 + (c - 1) % self.cfg.window_chunks)
-        state.slot_chunk.scatter_(1, slot[:, None], c[:, None])
+        state.slot_chunk.copy_(self.model.recorded(state.chunk_index, state.slot_chunk))
         state.chunk_index.add_(1)
 
     def _step_core(self, state: WorldState, c2w: torch.Tensor) -> torch.Tensor:
@@ -423,25 +441,57 @@ class StreamingGenerator:
         lat_h, lat_w = cfg.latent_hw
         rel = se3_inverse(state.pose0)[:, None] @ c2w                            # (B, K, 4, 4) relative to frame 0
         cond, pl = self._chunk_camera(rel, self._k_lat(state.intrinsics))
-        prepared = self._prepare(state, tc, cond, pl, *self._warp(state, cond))
+        warp, targets = self._warp(state, cond)
         x = counter_normal(state.seed, state.chunk_index, 0, (cfg.in_channels, tc, lat_h, lat_w), self.dtype)
-        for i, (sig, nxt) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
-            t = torch.full((b, tc), 1000.0 * sig, device=self.device)
-            v = self._forward(state, x, t, prepared, write=False)
+        passes = list(zip(self.sigmas[:-1], self.sigmas[1:]))
+        if self.defer_clean:
+            # The pending chunk's clean pass and this chunk's first pass in one call (a streamed pair): it writes the
+            # pending chunk, and this chunk reads the caches after that write. Later passes read them alone.
+            pending = state.chunk_index - 1
+            slots = self.model.recorded(pending, state.slot_chunk)
+            pair_warp = None if warp is None else torch.cat([state.pending_warp, warp], dim=2)
+            sig = passes[0][0]
+            v = self.model(torch.cat([state.latent, x], dim=2),
+                           torch.cat([torch.zeros(b, tc, device=self.device),
+                                      torch.full((b, tc), 1000.0 * sig, device=self.device)], dim=1),
+                           caption_mask=state.caption_mask, chunks=[tc, tc], cache=state.blocks, write=True,
+                           stream=(pending, state.slot_chunk),
+                           prepared=self.model.prepare(
+                               2 * tc, torch.cat([state.pending_cond, cond], 1),
+                               torch.cat([state.pending_plucker, pl], 2), state.caption, [tc, tc], 0,
+                               (pending, state.slot_chunk), b, self.device, pair_warp, targets))
+            state.slot_chunk.copy_(slots)
+            prepared = self._prepare(state, tc, cond, pl, warp, targets) if len(passes) > 1 else None
+        else:
+            prepared = self._prepare(state, tc, cond, pl, warp, targets)
+            v = None
+        for i, (sig, nxt) in enumerate(passes):
+            if v is None:
+                t = torch.full((b, tc), 1000.0 * sig, device=self.device)
+                v = self._forward(state, x, t, prepared, write=False)
             if self.sampler == "euler" or nxt == 0.0:
                 x = x + (nxt - sig) * v
             else:  # predict x0, re-noise to the next level with fresh noise (few-step distilled sampling)
                 x0 = x - sig * v
                 x = (1.0 - nxt) * x0 + nxt * counter_normal(state.seed, state.chunk_index, i + 1,
                                                               x.shape[1:], self.dtype)
-        # The clean pass (DiT caches) and the decode (VAE cache) read the same latent and write disjoint state,
-        # so a CPU trace runs them at once (model/parallel.py).
-        # (its output is not read, so it runs without the output skip)
-        clean = beside(lambda: self._forward(state, x, torch.zeros(b, tc, device=self.device), (*prepared[:4], None),
-                                             write=True))
-        frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
-        join(clean)
-        self._commit(state)
+            v = None
+        if self.defer_clean:   # this chunk waits for the next step's pair
+            frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]
+            state.chunk_index.add_(1)
+            state.pending_cond.copy_(cond)
+            state.pending_plucker.copy_(pl)
+            if warp is not None:
+                state.pending_warp.copy_(warp)
+        else:
+            # The clean pass (DiT caches) and the decode (VAE cache) read the same latent and write disjoint state,
+            # so a CPU trace runs them at once (model/parallel.py).
+            # (its output is not read, so it runs without the output skip)
+            clean = beside(lambda: self._forward(state, x, torch.zeros(b, tc, device=self.device),
+                                                 (*prepared[:4], None), write=True))
+            frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
+            join(clean)
+            self._commit(state)
         state.pose.copy_(c2w[:, -1])
         state.latent.copy_(x[:, :, -1:])
         if state.frame.shape[1]:

@@ -5,6 +5,9 @@
   [sink | window] slot buffer: slot 0 holds chunk 0 (the image latent) forever, slots 1..W are a ring of
   the most recent chunks. Keys are stored without RoPE and rotated when read, so positions can be the
   absolute frame indices (as published) or window-relative ones (bounded, for long rollouts).
+- The chunk generated last, when its clean pass is deferred (1-latent chunks): its latent is `latent`, and its
+  camera conditions, Plücker rays and warp conditioning wait in `pending_*` until the next step's first pass
+  writes it (model/generator.py). Zero-length along time when clean passes are not deferred.
 - The VAE decoder cache, the first and current pose, the last clean latent frame and the last decoded frame (the warp
   sources), the intrinsics, the captions, and the RNG: a seed and the chunk counter per world. Noise is a counter-based
   hash of (seed, chunk, pass, element), so it needs no generator object, is identical on CPU and GPU, forks
@@ -54,7 +57,8 @@ class WorldState:
     blocks: list[BlockCache]
     vae: VAEDecoderCache
     slot_chunk: torch.Tensor      # [B, 1 + W] int64: chunk index held by each KV slot, -1 = empty
-    chunk_index: torch.Tensor     # [B] int64: chunks committed so far (chunk 0 = the image latent)
+    chunk_index: torch.Tensor     # [B] int64: chunks made so far (chunk 0 = the image latent); the last one is still
+                                  # pending when clean passes are deferred
     pose0: torch.Tensor           # [B, 4, 4] float64 c2w of raw frame 0 (conditioning is relative to it)
     pose: torch.Tensor            # [B, 4, 4] float64 c2w of the last raw frame
     latent: torch.Tensor          # [B, C, 1, h, w] the last clean latent frame (the next chunk's warp source)
@@ -65,11 +69,14 @@ class WorldState:
     seed: torch.Tensor            # [B] int64
     caption: torch.Tensor         # [B, L, caption_channels]
     caption_mask: torch.Tensor    # [B, L] bool
+    pending_cond: torch.Tensor    # [B, T_c, 20] float32 camera conditions of the chunk not yet in the caches
+    pending_plucker: torch.Tensor  # [B, 6s, T_c, h, w] its Plücker rays
+    pending_warp: torch.Tensor    # [B, n(C+1), T_c, h, w] its warp conditioning (0 channels without warps)
     owner: int = field(default=0, compare=False)          # id() of the generator that made it
     generator: object = field(default=None, compare=False, repr=False)
 
     _FLAT = ("slot_chunk", "chunk_index", "pose0", "pose", "latent", "latent0", "frame", "frame0", "intrinsics", "seed",
-             "caption", "caption_mask")
+             "caption", "caption_mask", "pending_cond", "pending_plucker", "pending_warp")
 
     @property
     def batch_size(self) -> int:

@@ -36,6 +36,11 @@ Prepared = tuple[AttnContext, "torch.Tensor | None", "torch.Tensor | list", "tor
                  "tuple[torch.Tensor | Any, torch.Tensor | None] | None"]
 
 
+def _is_pair(stream, chunks) -> bool:
+    """A streamed pair (`SanaWMTransformer.context`): two chunks, the first written, the second read after it."""
+    return stream is not None and chunks is not None and len(chunks) == 2
+
+
 def _rope_heads(*args, **kwargs) -> torch.Tensor:
     """`rope_at` with a heads axis: [B, 1, N, n], so per-world tables broadcast over [B, H, N, D]."""
     return rope_at(*args, **kwargs).unsqueeze(1)
@@ -88,7 +93,7 @@ class SanaWMBlock(nn.Module):
         y_sp = self.mlp.spatial(x_mlp, frames, h, w)                       # (B, T, S, C) before the temporal conv
         out = self.mlp.temporal(y_sp, ctx.chunks, cache.ffn_tail if cache is not None else None)
         if write and cache is not None:
-            cache.ffn_tail.copy_(y_sp[:, -1:])
+            cache.ffn_tail.copy_(y_sp[:, ctx.write_frames - 1:ctx.write_frames])
         return x + (gate_mlp * out).view(b, n, c)
 
 
@@ -203,8 +208,9 @@ class SanaWMTransformer(nn.Module):
                 k_cam_rope=_rope_heads(d, kframes, gh, gw, cam=True)))
         return plans
 
-    def _stream_plan(self, chunk_index: torch.Tensor, slot_chunk: torch.Tensor, frames: int):
-        """The one key set of a streamed chunk: KV slots [sink | window ring] then the chunk itself."""
+    def _stream_plan(self, chunk_index: torch.Tensor, slot_chunk: torch.Tensor, frames: int, offset: int = 0):
+        """The one key set of a streamed chunk: KV slots [sink | window ring] then the chunk itself (its queries
+        start at frame `offset` of the call)."""
         gh, gw = self.cfg.token_hw
         d, s, tc = self.cfg.head_dim, self.cfg.tokens_per_frame, self.cfg.chunk_frames
         slot_sizes = [1] + [tc] * self.cfg.window_chunks                      # frames per slot
@@ -215,37 +221,55 @@ class SanaWMTransformer(nn.Module):
         filled = slot_chunk >= 0
         valid = torch.cat([filled[:, j:j + 1].expand(b, sz * s) for j, sz in enumerate(slot_sizes)]
                           + [torch.ones(b, frames * s, dtype=torch.bool, device=slot_chunk.device)], 1)
-        plan = SoftmaxPlan(q_tokens=slice(0, frames * s), key_tokens=None,
+        plan = SoftmaxPlan(q_tokens=slice(offset * s, (offset + frames) * s), key_tokens=None,
                            q_rope=_rope_heads(d, qframes, gh, gw), k_rope=_rope_heads(d, kframes, gh, gw),
                            q_cam_rope=_rope_heads(d, qframes, gh, gw, cam=True),
                            k_cam_rope=_rope_heads(d, kframes, gh, gw, cam=True), key_valid=valid)
-        write_slot = torch.where(chunk_index <= 0, torch.zeros_like(chunk_index),
-                                 1 + (chunk_index - 1) % self.cfg.window_chunks)
-        return plan, write_slot, tuple(sz * s for sz in slot_sizes)
+        return plan, self._slot_of(chunk_index), tuple(sz * s for sz in slot_sizes)
+
+    def _slot_of(self, chunk_index: torch.Tensor) -> torch.Tensor:
+        """The KV slot [B] chunk `chunk_index` [B] goes to: 0 (the sink) for chunk 0, else its place in the ring."""
+        return torch.where(chunk_index <= 0, torch.zeros_like(chunk_index),
+                           1 + (chunk_index - 1) % self.cfg.window_chunks)
+
+    def recorded(self, chunk_index: torch.Tensor, slot_chunk: torch.Tensor) -> torch.Tensor:
+        """slot_chunk [B, 1+W] once chunk `chunk_index` [B] is in its KV slot (a new tensor)."""
+        return slot_chunk.scatter(1, self._slot_of(chunk_index)[:, None], chunk_index[:, None])
 
     def context(self, frames: int, camera_conditions: torch.Tensor | None, chunks: list[int] | None,
                 frame_offset: int | torch.Tensor, device, stream: tuple[torch.Tensor, torch.Tensor] | None = None,
                 batch: int = 1) -> AttnContext:
         """The per-call attention context (RoPE tables, UCPE transforms, time layout), shared by all blocks.
 
-        stream: (chunk_index [B], slot_chunk [B, 1+W]) to stream one chunk against a cache.
+        stream: (chunk_index [B], slot_chunk [B, 1+W]) to stream one chunk against a cache; with chunks=[T_c, T_c],
+        a pair: chunk `chunk_index` (clean, written) and the next one, which reads the cache after that write.
         """
         gh, gw = self.cfg.token_hw
         d = self.cfg.head_dim
         if chunks is not None and sum(chunks) != frames:
             raise ValueError(f"chunks {chunks} must sum to the number of latent frames {frames}")
+        pair = _is_pair(stream, chunks)
         if stream is not None:
             chunk_index, slot_chunk = stream
-            first = self.chunk_first_frame(chunk_index)[:, None]                  # (B, 1)
+            if pair:   # each chunk at its own first frame
+                firsts = torch.stack([self.chunk_first_frame(chunk_index + j) for j in range(2)], 1)   # (B, 2)
+                pos = self._frame_positions(firsts, chunks)                                             # (B, T)
+            else:
+                pos = self.chunk_first_frame(chunk_index)[:, None] + torch.arange(frames, device=device)[None]
         else:
             first = torch.full((batch if torch.is_tensor(frame_offset) else 1, 1), 0, device=device) + frame_offset
-        pos = first + torch.arange(frames, device=device)[None]                  # (B|1, T) absolute frames
+            pos = first + torch.arange(frames, device=device)[None]              # (B|1, T) absolute frames
         ctx = AttnContext(frames=frames, grid=(gh, gw), rope=_rope_heads(d, pos, gh, gw), chunks=chunks)
         if camera_conditions is not None:
             ctx.cam = ray_transforms(camera_conditions, gh, gw, patch_size=self.cfg.patch_size[1])
             ctx.cam_mats = ctx.cam.role_matrices(torch.float32)
             ctx.cam_rope = _rope_heads(d, pos, gh, gw, cam=True)
-        if stream is not None:
+        if pair:
+            plan, ctx.write_slot, ctx.slot_sizes = self._stream_plan(chunk_index, slot_chunk, chunks[0])
+            second, _, _ = self._stream_plan(chunk_index + 1, self.recorded(chunk_index, slot_chunk), chunks[1],
+                                             offset=chunks[0])
+            ctx.plans, ctx.written = [plan, second], chunks[0]
+        elif stream is not None:
             plan, ctx.write_slot, ctx.slot_sizes = self._stream_plan(chunk_index, slot_chunk, frames)
             ctx.plans = [plan]
         elif chunks is not None:
@@ -260,7 +284,8 @@ class SanaWMTransformer(nn.Module):
         warp: [B, warp_channels, T, h, w] from `warp.sequence_warp` (or the generator's `_warp`); required when the
         config has `warp_condition` (forward derives it from its own latents when it is not given).
         skip_targets: the chunk skip targets (`warp_targets` models) given apart, as a tensor or as a
-        `parallel.beside` handle that the skip joins: warp then holds the conditioning only. Why: the skip is a
+        `parallel.beside` handle that the skip joins: warp then holds the conditioning only (for a streamed pair,
+        `context`, the targets are the second chunk's). Why: the skip is a
         pass's last op, so a CPU trace encodes the targets beside the pass's blocks (the generator's step)."""
         dtype = self.x_embedder.proj.weight.dtype
         ctx = self.context(frames, camera_conditions, chunks, frame_offset, device, stream=stream, batch=batch)
@@ -289,9 +314,13 @@ class SanaWMTransformer(nn.Module):
             warp_emb = self.warp_embedder(warp[:, :cw])                    # (B, N, C)
             if self.cfg.warp_sink:
                 warp_emb = warp_emb + self.sink_embedder(warp[:, cw:sources])
-            if self.cfg.warp_skip:
+            if self.cfg.warp_skip:   # a pair's skip is its second chunk's (given apart: those frames only)
                 target = skip_targets if apart else warp[:, sources:] if self.cfg.warp_targets else warp
-                skip = (target, self._sink_fade(camera_conditions))
+                cams = camera_conditions
+                if _is_pair(stream, chunks):
+                    cams = None if cams is None else cams[:, chunks[0]:]
+                    target = target if apart else target[:, :, chunks[0]:]
+                skip = (target, self._sink_fade(cams))
         return ctx, plucker_emb, y, warp_emb, skip
 
     def warp_of(self, latents: torch.Tensor, camera_conditions: torch.Tensor | None,
@@ -337,6 +366,8 @@ class SanaWMTransformer(nn.Module):
         """Velocity for latents.
 
         latents: [B, C_lat, T, h, w]; timestep: [B, T] per frame, 0..1000 (truncated to integers, as published);
+        streaming a pair (chunks=[T/2, T/2], write=True): the first chunk clean (t = 0, written to the caches), the
+        second read-only after that write; returns the second chunk's velocity [B, C_lat, T/2, h, w] only;
         camera_conditions: [B, T, 20] (relative c2w + latent intrinsics, see camera.py) or None;
         plucker: [B, 6*vae_temporal, T, h, w] or None; caption: [B, L, caption_channels] or None (null caption);
         caption_mask: [B, L] (1 = valid); chunks: None (bidirectional) or chunk-causal frame counts;
@@ -358,9 +389,11 @@ class SanaWMTransformer(nn.Module):
             raise ValueError(f"timestep must be [B, T] = [{b}, {frames}], got {list(timestep.shape)}")
         # 1. Embeddings.
         x = self.x_embedder(latents)                                       # (B, N, C)
-        if cache is not None and (stream is None or chunks != [frames] or len(cache) != len(self.blocks)):
-            raise ValueError(f"streaming needs chunks=[T] = [{frames}], stream=(chunk_index, slot_chunk) and one "
-                             f"cache per block ({len(self.blocks)})")
+        pair = _is_pair(stream, chunks)
+        if cache is not None and (stream is None or not (chunks == [frames] or (pair and write))
+                                  or len(cache) != len(self.blocks)):
+            raise ValueError(f"streaming needs chunks=[T] = [{frames}] (or a pair [T/2, T/2] with write=True), "
+                             f"stream=(chunk_index, slot_chunk) and one cache per block ({len(self.blocks)})")
         if prepared is None:
             if warp is None and stream is None and not self.cfg.warps_pixels:
                 warp = self.warp_of(latents, camera_conditions, chunks or [frames])
@@ -383,8 +416,12 @@ class SanaWMTransformer(nn.Module):
                 x = checkpoint(blk, x, yi, caption_mask, t0, ctx, plucker_emb, use_reentrant=False)
             else:
                 x = blk(x, yi, caption_mask, t0, ctx, plucker_emb, bc, write)
-        # 3. Output.
-        v = self.unpatchify(self.final_layer(x, t), frames)               # (B, C_lat, T, h, w)
+        # 3. Output (of a pair: its second chunk's only).
+        if pair:
+            first = chunks[0]
+            x, t, latents, timestep = x[:, first * ctx.tokens_per_frame:], t[:, first:], latents[:, :, first:], \
+                timestep[:, first:]
+        v = self.unpatchify(self.final_layer(x, t), latents.shape[2])     # (B, C_lat, T, h, w)
         return v if skip is None else self._skip(v, latents, timestep, *skip)
 
     def _sink_fade(self, camera_conditions: torch.Tensor | None) -> torch.Tensor | None:

@@ -61,20 +61,24 @@ def test_camera_conditioning_equals_streaming_generator(dataset):
     clip = load_index(index)[int(cache.clip[1])]
     a = int(cache.start[1])
     gen = StreamingGenerator.from_pretrained("micro", batch_size=1)
-    seen = []
+    seen = {}   # chunk index -> its (cond, plucker), from every call (a streamed pair gives two chunks)
     prepare = gen.model.prepare
 
-    def spy(frames, cond, pl, *rest, **kw):
-        seen.append((cond.clone(), pl.clone()))
-        return prepare(frames, cond, pl, *rest, **kw)
+    def spy(frames, cond, pl, caption, chunks, offset, stream, *rest, **kw):
+        first, a = int(stream[0][0]), 0
+        for j, size in enumerate(chunks):
+            seen[first + j] = (cond[:, a:a + size].clone(), pl[:, :, a:a + size].clone())
+            a += size
+        return prepare(frames, cond, pl, caption, chunks, offset, stream, *rest, **kw)
 
     gen.model.prepare = spy
     c2w = torch.from_numpy(clip.c2w[a:a + 9])                          # world poses, not relative
     state = gen.reset(clip.frames[a][None], intrinsics=clip.intrinsics[a], c2w0=c2w[0], seed=0)
     for c in range(2):                                                 # chunks of one latent = 4 raw frames
         gen.step(state, c2w[None, 1 + 4 * c:5 + 4 * c])
-    want_cond = torch.cat([s[0] for s in seen], 1)
-    want_pl = torch.cat([s[1] for s in seen], 2)
+    assert sorted(seen) == [0, 1, 2]
+    want_cond = torch.cat([seen[c][0] for c in range(3)], 1)
+    want_pl = torch.cat([seen[c][1] for c in range(3)], 2)
     cond, pl = camera_conditioning(gen.cfg, cache.c2w[1:2], cache.k_lat[1:2], 3)
     assert cond.shape == (1, 3, 20) and pl.shape == (1, 24, 3, 4, 4)
     torch.testing.assert_close(cond, want_cond, rtol=0, atol=1e-6)
