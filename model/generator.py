@@ -220,7 +220,7 @@ class StreamingGenerator:
         lat_h, lat_w = cfg.latent_hw
         pix = 3 if cfg.warps_pixels else 0   # decoded frames kept only to warp them
         tp = cfg.chunk_frames if self.defer_clean else 0   # the pending chunk's frames
-        wc = (cfg.in_channels + 1) * (1 + int(cfg.warp_sink)) if cfg.warp_condition else 0
+        wc = self.model.warp_condition_channels
         eye = torch.eye(4, dtype=torch.float64, device=dev).repeat(b, 1, 1)
         y, m = self.model.null_caption(b)
         return WorldState(

@@ -310,7 +310,7 @@ class SanaWMTransformer(nn.Module):
                 raise ValueError(f"this model is warp-conditioned: warp must be {list(want)}, got "
                                  f"{None if warp is None else list(warp.shape)}{hint}")
             warp = warp.to(dtype)
-            sources = cw * (1 + int(self.cfg.warp_sink))                  # conditioning; then the skip targets
+            sources = self.warp_condition_channels                         # conditioning; then the skip targets
             warp_emb = self.warp_embedder(warp[:, :cw])                    # (B, N, C)
             if self.cfg.warp_sink:
                 warp_emb = warp_emb + self.sink_embedder(warp[:, cw:sources])
@@ -343,10 +343,14 @@ class SanaWMTransformer(nn.Module):
 
     @property
     def warp_channels(self) -> int:
-        """Channels of the warp input: [latent | validity] per source (previous frame, and the sink), then as many
-        for the skip's chunk targets (`warp_skip_target="chunk"`)."""
-        sources = int(self.cfg.warp_condition) + int(self.cfg.warp_sink)
-        return (self.cfg.in_channels + 1) * sources * (1 + int(self.cfg.warp_targets))
+        """Channels of the warp input: the conditioning (`warp_condition_channels`), then as many for the skip's
+        chunk targets (`warp_skip_target="chunk"`)."""
+        return self.warp_condition_channels * (1 + int(self.cfg.warp_targets))
+
+    @property
+    def warp_condition_channels(self) -> int:
+        """[latent | validity] per source: the previous frame, and the sink (0 without `warp_condition`)."""
+        return (self.cfg.in_channels + 1) * (int(self.cfg.warp_condition) + int(self.cfg.warp_sink))
 
     def unpatchify(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """[B, T*gh*gw, pt*ph*pw*C] -> [B, C, T*pt, gh*ph, gw*pw]."""
