@@ -83,7 +83,8 @@ class StreamingGenerator:
         `benchmarks/fidelity.py` measures.
         Three ways to replay a step without Python, one at a time: `graph` (CUDA graph), `trace` (torch.jit, CPU)
         and `compile` (CPU: the step body fused by torch.compile; True is the inductor backend, a string names
-        another). Compiled, a tiny step ran 1.2-1.4x the trace on the 2-core CPU (`benchmarks/README.md`), after a
+        another). Compiled, a tiny step ran 1.2-1.4x the trace on the 2-core CPU until the trace was specialised and the
+        clean pass deferred (fourteenth session: 1.01x; `benchmarks/README.md`), after a
         first step that compiles for minutes (6-8 cold, 40-80 s from inductor's on-disk cache); it falls back to the
         trace where it cannot compile (no C++ compiler). `specialize` folds the trace's shape arithmetic and no-op
         casts and slices for the one layout it replays (model/trace_fold.py); False keeps the plain trace, the
