@@ -477,20 +477,19 @@ class StreamingGenerator:
                 x = (1.0 - nxt) * x0 + nxt * counter_normal(state.seed, state.chunk_index, i + 1,
                                                               x.shape[1:], self.dtype)
             v = None
+        # Not deferred: the clean pass (DiT caches) and the decode (VAE cache) read the same latent and write
+        # disjoint state, so a CPU trace runs them at once (model/parallel.py). Its output is not read, so it runs
+        # without the output skip.
+        clean = None if self.defer_clean else beside(
+            lambda: self._forward(state, x, torch.zeros(b, tc, device=self.device), (*prepared[:4], None), write=True))
+        frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
         if self.defer_clean:   # this chunk waits for the next step's pair
-            frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]
             state.chunk_index.add_(1)
             state.pending_cond.copy_(cond)
             state.pending_plucker.copy_(pl)
             if warp is not None:
                 state.pending_warp.copy_(warp)
         else:
-            # The clean pass (DiT caches) and the decode (VAE cache) read the same latent and write disjoint state,
-            # so a CPU trace runs them at once (model/parallel.py).
-            # (its output is not read, so it runs without the output skip)
-            clean = beside(lambda: self._forward(state, x, torch.zeros(b, tc, device=self.device),
-                                                 (*prepared[:4], None), write=True))
-            frames = [self.vae.decode_step(x[:, :, j:j + 1].float(), state.vae) for j in range(tc)]  # (B, 3, s, H, W)
             join(clean)
             self._commit(state)
         state.pose.copy_(c2w[:, -1])

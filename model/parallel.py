@@ -2,11 +2,13 @@
 
 Why: a tiny step is thousands of small ops, too small for intra-op threads to pay (one thread is 0.98x of two,
 benchmarks/README.md). But some work is independent: the camera branch of every attention block and its main
-branch; the clean cache pass and the VAE decode of the same latent. Under `torch.jit.trace` (the CPU replay,
-`StreamingGenerator(trace=True)`) `beside` records `fn` as a `prim::fork` subgraph that the replay runs on another
-thread while the caller goes on, and `join` waits for it. Outside a trace both run inline, in order, so eager
-mode, training and CUDA-graph capture see plain calls: the eager step stays the reference the trace is tested
-against. The two halves must not write what the other reads (each writes its own caches).
+branch; the skip's chunk targets and the denoising pass; the clean cache pass and the VAE decode of the same latent
+(chunks of several latents; 1-latent chunks run their clean pass in the next step's model call). Under
+`torch.jit.trace` (the CPU replay, `StreamingGenerator(trace=True)`) `beside` records `fn` as a `prim::fork`
+subgraph that the replay runs on another thread while the caller goes on, and `join` waits for it. Outside a trace
+both run inline, in order, so eager mode, training and CUDA-graph capture see plain calls: the eager step stays the
+reference the trace is tested against. The two halves must not write what the other reads (each writes its own
+caches).
 
 A replay with forks runs under `halved_threads`: two halves that each use all cores' intra-op threads
 oversubscribe them (tiny, traced, on the 2-core CPU: 150 ms a step at 2 intra-op threads, 114 ms at 1).

@@ -67,25 +67,22 @@ def _same_type(a: torch._C.Value, b: torch._C.Value) -> bool:
 
 def _fold_node(graph: torch._C.Graph, node: torch._C.Node) -> bool:
     kind = node.kind()
-    if kind not in FOLDED:
+    args = _constants(node, 1) if kind in FOLDED else None   # every input after the tensor must be a constant
+    if args is None:
         return False
     src = node.inputsAt(0)
     sizes = src.type().sizes() if isinstance(src.type(), torch._C.TensorType) else None
     if kind == "aten::size":
-        args = _constants(node, 1)
-        if node.inputsSize() != 2 or args is None or sizes is None or sizes[args[0]] is None:
+        if len(args) != 1 or sizes is None or sizes[args[0]] is None:
             return False
         with graph.insert_point_guard(node):
             node.output().replaceAllUsesWith(graph.insertConstant(int(sizes[args[0]])))
     elif kind == "aten::to":
-        args = _constants(node, 1)
-        copy = node.namedInput("copy").toIValue() if args is not None else None
-        if args is None or copy is not False or not _same_type(src, node.output()):
+        if node.namedInput("copy").toIValue() is not False or not _same_type(src, node.output()):
             return False
         node.output().replaceAllUsesWith(src)
     else:  # aten::slice(self, dim, start, end, step)
-        args = _constants(node, 1)
-        if node.inputsSize() != 5 or args is None or sizes is None:
+        if len(args) != 4 or sizes is None:
             return False
         dim, start, end, step = args
         if step != 1 or start not in (None, 0) or sizes[dim] is None or not (end is None or end >= sizes[dim]):

@@ -249,13 +249,10 @@ class SanaWMTransformer(nn.Module):
         if chunks is not None and sum(chunks) != frames:
             raise ValueError(f"chunks {chunks} must sum to the number of latent frames {frames}")
         pair = _is_pair(stream, chunks)
-        if stream is not None:
+        if stream is not None:   # each streamed chunk (one, or a pair) at its own first frame
             chunk_index, slot_chunk = stream
-            if pair:   # each chunk at its own first frame
-                firsts = torch.stack([self.chunk_first_frame(chunk_index + j) for j in range(2)], 1)   # (B, 2)
-                pos = self._frame_positions(firsts, chunks)                                             # (B, T)
-            else:
-                pos = self.chunk_first_frame(chunk_index)[:, None] + torch.arange(frames, device=device)[None]
+            firsts = torch.stack([self.chunk_first_frame(chunk_index + j) for j in range(len(chunks))], 1)  # (B, n)
+            pos = self._frame_positions(firsts, chunks)                                                     # (B, T)
         else:
             first = torch.full((batch if torch.is_tensor(frame_offset) else 1, 1), 0, device=device) + frame_offset
             pos = first + torch.arange(frames, device=device)[None]              # (B|1, T) absolute frames
