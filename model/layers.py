@@ -187,13 +187,13 @@ class GLUMBConvTemp(nn.Module):
         of a chunk's first frame is the previous chunk's last frame (`tail` [B, 1, S, C] for the first
         chunk of this call, zeros at stream start) and the right neighbour past a chunk's end is zero.
         """
-        frames = y.shape[1]
         prev = torch.cat([tail if tail is not None else torch.zeros_like(y[:, :1]), y[:, :-1]], dim=1)
         nxt = torch.cat([y[:, 1:], torch.zeros_like(y[:, :1])], dim=1)
-        if chunks is not None and len(chunks) > 1:
-            ends = torch.zeros(frames, dtype=torch.bool, device=y.device)
-            ends[torch.tensor(chunks).cumsum(0) - 1] = True
-            nxt = nxt.masked_fill(ends.to(y.device)[None, :, None, None], 0.0)
+        if chunks is not None and len(chunks) > 1:  # zero the right neighbour of each chunk's last frame; plain
+            end = 0                                   # Python indices, so a CUDA graph captures it (no host tensor)
+            for n in chunks[:-1]:
+                end += n
+                nxt[:, end - 1] = 0.0
         # One matmul against the weight as stored: (C_out, C_in, 3, 1) flattens to (C_out, 3 C_in) with the tap
         # fastest, so the neighbours are interleaved the same way. Slicing one tap out instead gives a strided
         # weight that every F.linear copies (48 copies of C x C per tiny step, measured 8 % of the CPU step).

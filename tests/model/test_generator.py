@@ -506,14 +506,16 @@ def test_graph_reset_and_clone_behave_as_eager(first, space):
         assert (eager.step(fe, c2w).int() - graphed.step(fg, c2w).int()).abs().max() <= 2
 
 
-@pytest.mark.parametrize("space", ["latent", "pixel"])
+@pytest.mark.parametrize("space", ["latent", "pixel", "chunks of 3"])
 def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
     """What a CUDA graph forbids, checked on CPU CI: the step body (run on the meta device) never builds a tensor
     from host data on the device, never copies host tensors to it, and never reads a value back (`.item()`,
     `nonzero`, ...). The graph test on the GPU caught such a copy once; this keeps it from coming back."""
     from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
 
-    gen = StreamingGenerator(*micro_model(**_space(space)), batch_size=2, device="meta")
+    kw = {"chunk_frames": 3} if space == "chunks of 3" else _space(space)   # 3: the published layout (no pair)
+    gen = StreamingGenerator(*micro_model(**kw), batch_size=2, device="meta")
     state = gen.new_state()
     c2w = torch.eye(4, dtype=torch.float64, device="meta").repeat(2, gen.frames_per_step, 1, 1)
     host_to_device = []
@@ -552,6 +554,10 @@ def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
             name = func.__name__
             if name.startswith(("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique")):
                 self.ops.append(name)
+            devices = {(t.device.type, t.dim() > 0) for t in tree_flatten((args, kwargs or {}))[0]
+                       if isinstance(t, torch.Tensor)}
+            if ("meta", True) in devices and ("cpu", True) in devices:  # a host tensor read by a device op
+                self.ops.append(f"{name} with a host tensor")
             return func(*args, **(kwargs or {}))
 
     monkeypatch.setattr(torch, "tensor", p_tensor)
