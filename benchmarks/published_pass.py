@@ -10,9 +10,11 @@ decode is timed alone and subtracted for the DiT's share. Rows, in this one proc
 - pass x 5, no camera, eager: one chunk-causal DiT pass without camera inputs, times 5 (the row `step_latency.py`
   printed until the fifteenth session);
 - step, eager / step, graph (`graph=True`: the whole step captured once, replayed): p50 ms per chunk;
-- DiT only, graph: the graph step less the stand-in decode.
-The real-time factor is 24 frames at 16 fps over the row. The profile (an eager step) attributes kernel time to named
-regions of the block, inclusive (`camera branch` holds its UCPE products), and lists the costliest kernels.
+- step, graph, fused (`fuse=True`: the blocks' elementwise hot spots as compiled Triton kernels, model/fused.py);
+- DiT only: a graph row less the stand-in decode.
+The real-time factor is 24 frames at 16 fps over the row. The profiles (an eager step, plain and fused) attribute
+kernel time to named regions of the block, inclusive (`camera branch` holds its UCPE products), and list the
+costliest kernels.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -36,7 +38,7 @@ import model.attention as attention  # noqa: E402
 import model.gdn as gdn  # noqa: E402
 from model.config import WorldModelConfig, get_config  # noqa: E402
 from model.generator import StreamingGenerator  # noqa: E402
-from model.layers import CrossAttention, GLUMBConvTemp  # noqa: E402
+from model.layers import CrossAttention, GLUMBConvTemp, RMSNorm  # noqa: E402
 from model.transformer import SanaWMBlock, SanaWMTransformer, build_model  # noqa: E402
 from model.vae import CausalVAE, CausalVAEConfig  # noqa: E402
 
@@ -82,8 +84,9 @@ def time_ms(fn, n: int) -> float:
     return start.elapsed_time(end) / n
 
 
-def published_generator(model: SanaWMTransformer, graph: bool) -> StreamingGenerator:
-    return StreamingGenerator(model, CausalVAE(STAND_IN_VAE), "cuda", torch.bfloat16, 1, graph=graph)
+def published_generator(model: SanaWMTransformer, graph: bool, fuse: bool = False) -> StreamingGenerator:
+    """Sets the model's kernels (eager or fused) for every generator on it: measure each before building the next."""
+    return StreamingGenerator(model, CausalVAE(STAND_IN_VAE), "cuda", torch.bfloat16, 1, graph=graph, fuse=fuse)
 
 
 # ---------------------------------------------------------------------------------------------------- the profile
@@ -95,32 +98,42 @@ REGIONS = {  # (owner, attribute) -> region name
     (attention.SanaWMAttention, "_main_gdn"): "main gdn branch",
     (attention.SanaWMAttention, "_main_softmax"): "main softmax branch",
     (attention.SanaWMAttention, "_camera"): "camera branch",
-    (attention.SanaWMAttention, "_conv"): "short convs",
-    (attention, "apply_ucpe_fast"): "ucpe products",
-    (attention, "apply_rope"): "rope",
     (attention, "_sdpa"): "sdpa",
     (gdn, "gdn_chunk_causal"): "gdn scan",
     (gdn, "cam_delta_chunk_causal"): "camera delta scan",
-    (gdn, "cam_beta_discount"): "camera beta discount",
     (CrossAttention, "forward"): "cross-attention",
     (GLUMBConvTemp, "spatial"): "ffn spatial",
     (GLUMBConvTemp, "temporal"): "ffn temporal conv",
 }
+OPS_REGIONS = {  # the model's hot-path functions (model/fused.py), eager or compiled, per module
+    "apply_ucpe_fast": "ucpe products", "apply_rope": "rope", "short_conv_chunk_causal": "short convs",
+    "cam_beta_discount": "camera beta discount", "rms_norm": "rms norms",
+}
+
+
+def _ranged(fn, name: str):
+    @functools.wraps(fn)
+    def wrapped(*a, **k):
+        with torch.profiler.record_function(name):
+            return fn(*a, **k)
+    return wrapped
 
 
 @contextlib.contextmanager
-def regions():
-    """Wrap each REGIONS callable in a profiler range of its name; restores them on exit."""
-    saved = []
+def regions(model: SanaWMTransformer):
+    """Wrap each REGIONS callable, and each module's hot-path functions, in a profiler range of its name; restores
+    them on exit."""
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr in REGIONS]
+    for m in model.modules():
+        if isinstance(m, attention.SanaWMAttention):
+            saved.append((m, "ops", m.ops))
+            m.ops = replace(m.ops, **{k: _ranged(getattr(m.ops, k), v) for k, v in OPS_REGIONS.items()
+                                      if k != "rms_norm"})
+        elif isinstance(m, RMSNorm):
+            saved.append((m, "fn", m.fn))
+            m.fn = _ranged(m.fn, OPS_REGIONS["rms_norm"])
     for (owner, attr), name in REGIONS.items():
-        orig = getattr(owner, attr)
-
-        def wrapped(*a, _orig=orig, _name=name, **k):
-            with torch.profiler.record_function(_name):
-                return _orig(*a, **k)
-
-        saved.append((owner, attr, orig))
-        setattr(owner, attr, functools.wraps(orig)(wrapped))
+        setattr(owner, attr, _ranged(getattr(owner, attr), name))
     try:
         yield
     finally:
@@ -134,19 +147,22 @@ def _kernel_us(evt) -> float:
     return own + sum(_kernel_us(c) for c in evt.cpu_children)
 
 
-def profile(fn, n: int, passes: int) -> dict:
-    """Kernel time per region (inclusive) and the costliest kernels of n calls of fn, in ms per pass."""
+def profile(gen: StreamingGenerator, n: int) -> dict:
+    """Kernel time per region (inclusive) and the costliest kernels of n steps of gen, in ms per pass."""
     from torch.profiler import ProfilerActivity
+    state = gen.reset(first_frames(gen, 1), seed=0)
+    c2w = walk(gen, 1)
+    fn = functools.partial(gen.step, state, c2w)
     fn()
     torch.cuda.synchronize()
-    with regions(), torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with regions(gen.model), torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
-    passes *= n
+    passes = n * len(gen.sigmas)
     events = prof.events()
     by_region, kernels, total = defaultdict(float), defaultdict(lambda: [0.0, 0]), 0.0
-    names = set(REGIONS.values())
+    names = set(REGIONS.values()) | set(OPS_REGIONS.values())
     for e in events:
         if e.name in names and e.cpu_parent is not None and e.cpu_parent.name == e.name:
             continue  # a region re-entered through super() or a wrapper chain
@@ -198,45 +214,54 @@ def main(argv=None) -> dict:
     video_s = cfg.chunk_frames * cfg.vae_temporal / cfg.fps
     res = {"benchmark": "published_pass", "preset": PRESET, "torch": torch.__version__,
            "device": torch.cuda.get_device_name(), "tokens": cfg.chunk_frames * cfg.tokens_per_frame,
-           "passes_per_chunk": passes, "stand_in_vae": asdict(STAND_IN_VAE), "rows": {}}
+           "passes_per_chunk": passes, "stand_in_vae": asdict(STAND_IN_VAE), "rows": {}, "profile": {}}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
 
-    def row(name, chunk_ms, **kw):
+    def row(name, chunk_ms, **kw):   # written as it comes: a later row that breaks or runs out of time keeps these
         res["rows"][name] = {"chunk_ms": chunk_ms, "pass_ms": chunk_ms / passes,
                              "realtime_factor": video_s / (chunk_ms / 1e3), **kw}
         print(f"{name}: {chunk_ms:.0f} ms per chunk", flush=True)
+        (out / "published_pass_cuda.json").write_text(json.dumps(res, indent=1))
+
+    def graph_rows(fuse: bool):
+        label = ", fused" if fuse else ""
+        try:
+            ts = steps_ms(published_generator(model, graph=True, fuse=fuse), a.steps)
+            row(f"step, graph{label}", statistics.median(ts), p99_ms=max(ts))
+            row(f"DiT only, graph{label}", statistics.median(ts) - res["decode_ms"])
+        except Exception as e:  # one broken row must not hide the others
+            res.setdefault("errors", []).append(f"graph{label}: {e!r}")
 
     with torch.no_grad():
-        bare = published_inputs(cfg, "cuda")
-        row("pass x 5, no camera, eager", time_ms(functools.partial(model, **bare), 5) * passes)
+        bare = functools.partial(model, **published_inputs(cfg, "cuda"))
+        row("pass x 5, no camera, eager", time_ms(bare, 5) * passes)
         eager = published_generator(model, graph=False)
         ts = steps_ms(eager, a.steps)
+        res["decode_ms"] = _decode_ms(eager, 5)
         row("step, eager", statistics.median(ts), p99_ms=max(ts))
-        decode = _decode_ms(eager, 5)
-        res["decode_ms"] = decode
         if not a.no_profile:
-            state = eager.reset(first_frames(eager, 1), seed=0)
-            c2w = walk(eager, 1)
-            res["profile"] = profile(functools.partial(eager.step, state, c2w), 2, passes)
-        try:
-            graphed = published_generator(model, graph=True)
-            ts = steps_ms(graphed, a.steps)
-            row("step, graph", statistics.median(ts), p99_ms=max(ts))
-            row("DiT only, graph", statistics.median(ts) - decode)
-        except Exception as e:  # one broken row must not hide the others
-            res.setdefault("errors", []).append(f"graph: {e!r}")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+            res["profile"]["eager"] = profile(eager, 2)
+        graph_rows(fuse=False)
+        graph_rows(fuse=True)   # the first steps compile the kernels
+        if not a.no_profile:
+            try:
+                res["profile"]["fused"] = profile(published_generator(model, graph=False, fuse=True), 2)
+            except Exception as e:
+                res.setdefault("errors", []).append(f"fused profile: {e!r}")
     (out / "published_pass_cuda.json").write_text(json.dumps(res, indent=1))
 
-    if "profile" in res:
-        pr = res["profile"]
-        print(f"\neager step: kernel time {pr['kernel_ms_per_pass']:.1f} ms per pass; regions (inclusive, ms per "
-              "pass):")
-        for k, v in pr["regions_ms_per_pass"].items():
-            print(f"  {k:<24} {v:8.2f}")
-        print("costliest kernels (ms per pass, launches per pass):")
-        for r in pr["top_kernels"]:
-            print(f"  {r['ms_per_pass']:7.2f} {r['launches_per_pass']:6.0f}  {r['kernel'][:90]}")
+    prof = res["profile"]
+    if prof:
+        kinds = list(prof)
+        print("\nkernel time per pass: " + ", ".join(f"{k} {prof[k]['kernel_ms_per_pass']:.1f} ms" for k in kinds))
+        print(f"{'region (inclusive, ms per pass)':<32}" + "".join(f"{k:>9}" for k in kinds))
+        for name in prof[kinds[0]]["regions_ms_per_pass"]:
+            print(f"  {name:<30}" + "".join(f"{prof[k]['regions_ms_per_pass'].get(name, 0.0):9.2f}" for k in kinds))
+        for k in kinds:
+            print(f"costliest kernels, {k} (ms per pass, launches per pass):")
+            for r in prof[k]["top_kernels"][:12]:
+                print(f"  {r['ms_per_pass']:7.2f} {r['launches_per_pass']:6.0f}  {r['kernel'][:90]}")
     print(f"\n{PRESET}: {res['tokens']} tokens per chunk, {passes} passes per chunk, stand-in VAE decode "
           f"{res['decode_ms']:.1f} ms ({res['device']})")
     print(f"{'row':<28} {'ms/chunk':>9} {'ms/pass':>8} {'x real time':>11}")

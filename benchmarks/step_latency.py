@@ -10,9 +10,9 @@ Rows (all ratios measured in this one run):
 - cache vs recompute: one step at episode length L with the streaming caches against the naive baseline that
   recomputes the whole visible context every pass (`RecomputeGenerator`), L = 16, 64, 256;
 - flat: latency and `WorldState.nbytes()` at step 100 and step `--long-steps` (`--long-preset`);
-- on CUDA: eager vs CUDA graph at batch 1 and 64 (`tiny`), the graph's cost of switching between two states,
-  and the published preset at 704x1280 with random bf16 weights streamed as a CUDA graph (`published_pass.py`),
-  ms per 3-latent chunk and the real-time factor (24 frames at 16 fps).
+- on CUDA: eager vs CUDA graph vs CUDA graph with fused kernels (`fuse=True`) at batch 1 and 64 (`tiny`), and the
+  graph's cost of switching between two states.
+  The published preset at 704x1280 has its own script, `published_pass.py`.
 """
 
 from __future__ import annotations
@@ -105,14 +105,14 @@ def _row(gen: StreamingGenerator, preset: str, ts: list[float]) -> dict:
     ts = sorted(ts)
     p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
     return {"preset": preset, "device": str(gen.device), "dtype": str(gen.dtype).replace("torch.", ""),
-            "batch": gen.batch_size, "graph": gen.graph, "trace": gen.trace, "compile": gen.compile,
+            "batch": gen.batch_size, "graph": gen.graph, "trace": gen.trace, "compile": gen.compile, "fuse": gen.fuse,
             "passes": len(gen.sigmas) - 1,
             "steps": len(ts), "p50_ms": p50 * 1e3,
             "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50, "frames_per_s": gen.batch_size * gen.frames_per_step / p50}
 
 
-def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = False) -> dict:
-    gen = make_generator(preset, device, dtype, batch, graph)
+def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = False, **kw) -> dict:
+    gen = make_generator(preset, device, dtype, batch, graph, **kw)
     state = gen.reset(first_frames(gen, batch), seed=0)
     c2w = walk(gen, batch, device)
     time_steps(gen, state, c2w, 3)  # warm-up (and graph capture)
@@ -173,8 +173,8 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
 
 def _replay(row: dict) -> str:
     """How a row's step ran: eager, CUDA graph, the CPU trace, or compiled on CPU."""
-    return ("graph" if row.get("graph") else "trace" if row.get("trace") else
-            "compile" if row.get("compile") else "eager")
+    return ("graph+fuse" if row.get("graph") and row.get("fuse") else "graph" if row.get("graph") else
+            "trace" if row.get("trace") else "compile" if row.get("compile") else "eager")
 
 
 def bench_switch(preset: str, device, dtype, batch: int, n: int) -> dict:
@@ -248,18 +248,6 @@ def bench_flat(preset: str, device, dtype, long_steps: int, rounds: int = 12) ->
             "timing": f"{rounds} alternating rounds of 5 steps, at the end of the run"}
 
 
-def bench_published(steps: int = 5) -> dict:
-    """The published preset at batch 1 streamed as a CUDA graph, random bf16 weights, with a stand-in decode
-    (`published_pass.py`: its eager rows, the DiT-only share and the profile)."""
-    import published_pass as pp  # beside this file; imported here because it imports this module
-
-    cfg = get_config(pp.PRESET)
-    ts = pp.steps_ms(pp.published_generator(pp.published_model("cuda", cfg), graph=True), steps)
-    chunk_ms = statistics.median(ts)
-    return {"preset": pp.PRESET, "replay": "graph", "chunk_ms": chunk_ms, "passes": len(cfg.denoise_timesteps),
-            "realtime_factor": cfg.chunk_frames * cfg.vae_temporal / cfg.fps / (chunk_ms / 1e3)}
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="tiny")
@@ -272,7 +260,6 @@ def main(argv=None) -> dict:
     p.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on the GPU machine)")
     p.add_argument("--no-compile", action="store_true",
                    help="skip the compiled CPU row (its first step compiles C++ for minutes on a cold cache)")
-    p.add_argument("--no-published", action="store_true", help="skip the published preset's row on CUDA")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -297,36 +284,37 @@ def main(argv=None) -> dict:
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
+        modes = {"eager": {}, "graph": {"graph": True}, "graph+fuse": {"graph": True, "fuse": True}}
+        p50 = {}
         for preset in a.gpu_presets:
             for batch in (1, 64):
-                for graph in (False, True):
+                for mode, kw in modes.items():
                     try:
-                        res["steps"].append(bench_steps(preset, dev, torch.bfloat16, batch, a.steps, graph))
+                        r = bench_steps(preset, dev, torch.bfloat16, batch, a.steps, **kw)
                     except Exception as e:  # one broken row must not hide the others
-                        res.setdefault("errors", []).append(f"{preset} b{batch} graph={graph}: {e!r}")
-                        res["steps"].append({"preset": preset, "device": dev, "dtype": "bfloat16", "batch": batch,
-                                             "graph": graph, "steps": 0, "p50_ms": float("nan"),
-                                             "p99_ms": float("nan"), "steps_per_s": float("nan"),
-                                             "frames_per_s": float("nan")})
-                    print(res["steps"][-1], flush=True)
-        res["graph_speedup"] = {f"{r['preset']}_b{r['batch']}": e["p50_ms"] / r["p50_ms"]
-                                for e, r in zip(res["steps"][-4 * len(a.gpu_presets)::2],
-                                                res["steps"][-4 * len(a.gpu_presets) + 1::2])}
+                        res.setdefault("errors", []).append(f"{preset} b{batch} {mode}: {e!r}")
+                        r = {"preset": preset, "device": dev, "dtype": "bfloat16", "batch": batch, "steps": 0,
+                             "p50_ms": float("nan"), "p99_ms": float("nan"), "steps_per_s": float("nan"),
+                             "frames_per_s": float("nan"), **kw}
+                    res["steps"].append(r)
+                    p50[preset, batch, mode] = r["p50_ms"]
+                    print(r, flush=True)
+        res["graph_speedup"] = {f"{p}_b{b}": p50[p, b, "eager"] / p50[p, b, "graph"] for p, b, m in p50 if m == "eager"}
+        res["fuse_speedup"] = {f"{p}_b{b}": p50[p, b, "graph"] / p50[p, b, "graph+fuse"]
+                               for p, b, m in p50 if m == "eager"}
         try:
             res["switch"] = [bench_switch(a.gpu_presets[0], dev, torch.bfloat16, b, a.steps) for b in (1, 64)]
         except Exception as e:
             res.setdefault("errors", []).append(f"switch: {e!r}")
-        if not a.no_published:
-            res["published"] = bench_published()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"step_latency_{dev}.json").write_text(json.dumps(res, indent=1))
 
     print(f"\nstreaming steps ({res['device']}, {res['threads']} threads)")
-    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>6} {'passes':>6} {'threads':>7} {'p50 ms':>9} "
-          f"{'p99 ms':>9} {'steps/s':>8} {'frames/s':>9}")
+    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>10} {'passes':>6} {'threads':>7} "
+          f"{'p50 ms':>9} {'p99 ms':>9} {'steps/s':>8} {'frames/s':>9}")
     for r in res["steps"]:
-        print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {_replay(r):>6} "
+        print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {_replay(r):>10} "
               f"{r.get('passes', ''):>6} {r.get('threads', ''):>7} "
               f"{r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['steps_per_s']:>8.2f} {r['frames_per_s']:>9.1f}")
     if not a.gpu_only:
@@ -350,13 +338,10 @@ def main(argv=None) -> dict:
               f"nbytes ratio {f['nbytes_ratio']:.2f}")
     if cuda:
         print("\ngraph over eager (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["graph_speedup"].items()))
+        print("fused graph over graph (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["fuse_speedup"].items()))
         for r in res.get("switch", []):
             print(f"graph, {r['preset']} b{r['batch']}: same state {r['same_state_ms']:.1f} ms, two states in turn "
                   f"{r['alternating_ms']:.1f} ms (state {r['state_mb']:.1f} MB)")
-        if "published" in res:
-            q = res["published"]
-            print(f"\npublished preset, random bf16, streamed as a graph ({q['passes']} passes, stand-in decode): "
-                  f"{q['chunk_ms']:.0f} ms per 3-latent chunk, {q['realtime_factor']:.2f}x real time")
     return res
 
 

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import gdn
-from .camera import UCPETransforms, apply_ucpe_fast, post_ucpe_renorm
+from .camera import UCPETransforms, post_ucpe_renorm
 from .config import WorldModelConfig
+from .fused import EAGER
 from .layers import RMSNorm
 from .parallel import beside, join
-from .rope import apply_rope
 from .state import BlockCache
 
 
@@ -146,6 +146,7 @@ class SanaWMAttention(nn.Module):
         if not softmax:
             self.conv_k = ShortConv(c, cfg.conv_kernel)
             self.conv_k_cam = ShortConv(c, cfg.conv_kernel)
+        self.ops = EAGER   # the hot-path functions: EAGER, or their compiled forms (model/fused.py)
         self.reset_training_init()
 
     @torch.no_grad()
@@ -181,7 +182,8 @@ class SanaWMAttention(nn.Module):
             y = gdn.short_conv_bidirectional(xt, conv.weight)
         else:
             tail = cache.k_tail if (cache is not None and cross_chunk) else None
-            y, new_tail = gdn.short_conv_chunk_causal(xt, conv.weight, ctx.chunks, tail=tail, cross_chunk=cross_chunk)
+            y, new_tail = self.ops.short_conv_chunk_causal(xt, conv.weight, ctx.chunks, tail=tail,
+                                                           cross_chunk=cross_chunk)
             if write and cache is not None and cross_chunk:
                 if ctx.write_frames < ctx.frames:   # a pair: the tail after its first chunk
                     k = tail.shape[1]
@@ -240,7 +242,7 @@ class SanaWMAttention(nn.Module):
         q = F.relu(self.q_norm(q))
         k = F.relu(self.k_norm(k)) * self._key_scale(ctx)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        q_rot, k_rot = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
+        q_rot, k_rot = self.ops.apply_rope(q, ctx.rope), self.ops.apply_rope(k, ctx.rope)
         args = [self._frames(t, ctx) for t in (q, k, v, q_rot, k_rot)]
         if ctx.chunks is None:
             out = gdn.gdn_bidirectional(*args, beta, gamma, eps=self.cfg.gdn_eps)
@@ -260,7 +262,7 @@ class SanaWMAttention(nn.Module):
 
     def _cam_gdn(self, q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write):
         b, h, n, d = q.shape
-        beta_cam = gdn.cam_beta_discount(beta, self._frames(k, ctx), self._frames(kc, ctx))
+        beta_cam = self.ops.cam_beta_discount(beta, self._frames(k, ctx), self._frames(kc, ctx))
         args = [self._frames(t, ctx) for t in (qc, kc, vc)]
         if ctx.chunks is None:
             out = gdn.cam_delta_bidirectional(*args, beta_cam, gamma)
@@ -290,11 +292,11 @@ class SanaWMAttention(nn.Module):
                 ks, vs = k[:, :, plan.key_tokens], v[:, :, plan.key_tokens]
             if cam:  # UCPE rotates the second half of q, k and v by the camera RoPE
                 half = self.head_dim // 2
-                qs = torch.cat([qs[..., :half], apply_rope(qs[..., half:], plan.q_cam_rope)], -1)
-                ks = torch.cat([ks[..., :half], apply_rope(ks[..., half:], plan.k_cam_rope)], -1)
-                vs = torch.cat([vs[..., :half], apply_rope(vs[..., half:], plan.k_cam_rope)], -1)
+                qs = torch.cat([qs[..., :half], self.ops.apply_rope(qs[..., half:], plan.q_cam_rope)], -1)
+                ks = torch.cat([ks[..., :half], self.ops.apply_rope(ks[..., half:], plan.k_cam_rope)], -1)
+                vs = torch.cat([vs[..., :half], self.ops.apply_rope(vs[..., half:], plan.k_cam_rope)], -1)
             else:
-                qs, ks = apply_rope(qs, plan.q_rope), apply_rope(ks, plan.k_rope)
+                qs, ks = self.ops.apply_rope(qs, plan.q_rope), self.ops.apply_rope(ks, plan.k_rope)
             mask = None if plan.key_valid is None else plan.key_valid[:, None, None, :]
             outs.append(_sdpa(qs, ks, vs, mask, bf16=self.cfg.softmax_bf16, pad_to=self._cam_pad() if cam else None))
             if cache is not None and write and i == 0:
@@ -308,7 +310,7 @@ class SanaWMAttention(nn.Module):
         q, k, v = qkv.chunk(3, dim=-1)
         q, k, v = self._heads(self.q_norm(q)), self._heads(self.k_norm(k)), self._heads(v)
         if ctx.chunks is None:
-            q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
+            q, k = self.ops.apply_rope(q, ctx.rope), self.ops.apply_rope(k, ctx.rope)
             return self._merge(_sdpa(q, k, v, None, bf16=self.cfg.softmax_bf16))
         return self._merge(self._softmax_chunked(q, k, v, ctx, cam=False, cache=cache, write=write))
 
@@ -325,9 +327,9 @@ class SanaWMAttention(nn.Module):
         chunked_softmax = self.softmax and ctx.chunks is not None
         rope = None if chunked_softmax else ctx.cam_rope  # chunked softmax rotates at read time (plans)
         mats = ctx.cam_mats
-        qc = apply_ucpe_fast(q, mats["q"], rope)
-        kc = apply_ucpe_fast(k, mats["kv"], rope)
-        vc = apply_ucpe_fast(v, mats["kv"], rope)
+        qc = self.ops.apply_ucpe_fast(q, mats["q"], rope)
+        kc = self.ops.apply_ucpe_fast(k, mats["kv"], rope)
+        vc = self.ops.apply_ucpe_fast(v, mats["kv"], rope)
         if self.cfg.cam_post_renorm:  # RoPE preserves norms, so renorm before or after it is the same
             qc, kc, vc = post_ucpe_renorm(qc, q), post_ucpe_renorm(kc, k), post_ucpe_renorm(vc, v)
         if not self.softmax:
@@ -337,12 +339,12 @@ class SanaWMAttention(nn.Module):
         else:
             out = _sdpa(qc, kc, vc, None, bf16=self.cfg.softmax_bf16, pad_to=self._cam_pad())
         if chunked_softmax:  # inverse camera RoPE at each query's own (plan) position
-            out = apply_ucpe_fast(out, mats["out"])
+            out = self.ops.apply_ucpe_fast(out, mats["out"])
             half = self.head_dim // 2
-            parts = [apply_rope(out[:, :, p.q_tokens, half:], p.q_cam_rope, inverse=True) for p in ctx.plans]
+            parts = [self.ops.apply_rope(out[:, :, p.q_tokens, half:], p.q_cam_rope, inverse=True) for p in ctx.plans]
             out = torch.cat([out[..., :half], torch.cat(parts, dim=2)], dim=-1)
         else:
-            out = apply_ucpe_fast(out, mats["out"], ctx.cam_rope, inverse=True)
+            out = self.ops.apply_ucpe_fast(out, mats["out"], ctx.cam_rope, inverse=True)
         return self._merge(out)
 
     def forward(self, x: torch.Tensor, ctx: AttnContext, cache: BlockCache | None = None,

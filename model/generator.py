@@ -77,7 +77,7 @@ class StreamingGenerator:
                  dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
                  sampler: str = "euler", trace: bool = False, render: dict | None = None,
                  denoise_timesteps: Sequence[int] | None = None, compile: bool | str = False,
-                 specialize: bool = True):
+                 specialize: bool = True, fuse: bool | str | Callable = False):
         """denoise_timesteps: the per-step schedule, falling to 0 (default: the checkpoint's `cfg.denoise_timesteps`);
         one pass fewer took 28 % off the traced CPU step (`benchmarks/step_latency.py`), at the quality
         `benchmarks/fidelity.py` measures.
@@ -88,7 +88,11 @@ class StreamingGenerator:
         first step that compiles for minutes (6-8 cold, 40-80 s from inductor's on-disk cache); it falls back to the
         trace where it cannot compile (no C++ compiler). `specialize` folds the trace's shape arithmetic and no-op
         casts and slices for the one layout it replays (model/trace_fold.py); False keeps the plain trace, the
-        reference."""
+        reference.
+        fuse (CUDA): the blocks' elementwise hot spots as compiled Triton kernels (model/fused.py), eager or inside the
+        graph; the first steps compile them (about 15 s for tiny, 50 s for the published preset on an H100). A string
+        or callable names another torch.compile backend (the CPU tests use "aot_eager"). The kernels are the model's:
+        generators built on one model object use the last one's choice."""
         cfg = model.cfg
         self.device = torch.device(device)
         self.graph, self.trace, self.specialize = bool(graph), bool(trace), bool(specialize)
@@ -102,6 +106,19 @@ class StreamingGenerator:
             raise ValueError(f"graph=True needs a CUDA device, got {self.device}")
         if self.compile and self.device.type != "cpu":
             raise ValueError(f"compile is the CPU replay; on {self.device} use graph=True")
+        self.fuse = "inductor" if fuse is True else (fuse or None)
+        if self.fuse == "inductor" and self.device.type != "cuda":
+            raise ValueError(f"fuse=True compiles Triton kernels for a CUDA device, got {self.device} (on CPU: "
+                             "trace=True or compile=True)")
+        if self.fuse is not None and (self.trace or self.compile):
+            raise ValueError(f"fuse runs compiled kernels eager or in a CUDA graph; it does not combine with trace or "
+                             f"compile (got fuse={fuse!r}, trace={trace}, compile={compile!r})")
+        if isinstance(self.fuse, str):
+            try:
+                torch._dynamo.lookup_backend(self.fuse)
+            except Exception as e:
+                raise ValueError(f"fuse: expected a bool, a torch.compile backend name or callable, got {fuse!r} "
+                                 f"({e})") from None
         if self.compile:
             try:
                 torch._dynamo.lookup_backend(self.compile)
@@ -122,6 +139,7 @@ class StreamingGenerator:
         self.model = model.to(self.device, dtype).eval()
         for blk in self.model.blocks:  # inference: one input matmul per attention instead of seven
             blk.attn.fuse_projections()
+        self.model.fuse_kernels(self.fuse)
         self.vae = vae.to(self.device).eval()
         # The encoder's state after the pad frames of every image (weights only): images encode from it.
         self._prefix = self.vae.image_prefix(cfg.height, cfg.width)

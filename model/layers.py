@@ -11,20 +11,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class RMSNorm(nn.Module):
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Sana RMSNorm over the last dim: statistics in float32, weight applied in the input dtype."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32 and hasattr(F, "rms_norm"):
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)  # one fused op (torch >= 2.4)
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return y.to(weight.dtype) * weight
+
+
+class RMSNorm(nn.Module):
+    """`rms_norm` with a learned weight. `fn` is the function that computes it: `rms_norm`, or its compiled form
+    (model/fused.py)."""
 
     def __init__(self, dim: int, eps: float = 1e-5, init: float = 1.0):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.full((dim,), float(init)))
+        self.fn = rms_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32 and hasattr(F, "rms_norm"):
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused op (torch >= 2.4)
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return y.to(self.weight.dtype) * self.weight
+        return self.fn(x, self.weight, self.eps)
 
 
 def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:

@@ -14,6 +14,7 @@ every preset, with the published module and state_dict names (872 keys for `sana
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import AttnContext, SanaWMAttention, SoftmaxPlan
 from .camera import ray_transforms
 from .config import WorldModelConfig
+from .fused import EAGER, fused_ops
 from .layers import CaptionEmbedder, CrossAttention, FinalLayer, GLUMBConvTemp, PatchEmbed, RMSNorm, TimestepEmbedder
 from .parallel import join
 from .rope import rope_at
@@ -153,6 +155,17 @@ class SanaWMTransformer(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
         if self.cfg.warp_skip:
             nn.init.zeros_(self.warp_gate)
+
+    def fuse_kernels(self, backend: str | Callable | None = "inductor") -> None:
+        """Run the blocks' elementwise hot spots (RoPE, UCPE products, short convs, beta discount, RMSNorms) as
+        compiled kernels (model/fused.py); None restores the eager functions. Inference only, like
+        `fuse_projections`: the compiled forms are not differentiated."""
+        ops = EAGER if backend is None else fused_ops(backend)
+        for m in self.modules():
+            if isinstance(m, SanaWMAttention):
+                m.ops = ops
+            elif isinstance(m, RMSNorm):
+                m.fn = ops.rms_norm
 
     def null_caption(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.y_embedder.y_embedding[None].expand(batch, -1, -1)
