@@ -75,13 +75,14 @@ class Backend(Protocol):
 
 def make_backend(name: str, *, num_worlds: int, height: int, width: int, frames_per_step: int = 4,
                  device: str | torch.device = "cpu", model: str = "tiny", compile: bool = False,
-                 supersample: int = 1, graph: bool = False,
+                 supersample: int = 1, graph: bool | None = None,
                  denoise_timesteps: Sequence[int] | None = None) -> Backend:
     """The backend called `name` for `num_worlds` worlds of `height` x `width` frames.
 
     `frames_per_step` is what the oracle renders per step; the model's chunk fixes it for the model backend (read
-    `backend.frames_per_step`). `model` ("tiny", "micro" or a checkpoint path), `graph` (CUDA graphs) and
-    `denoise_timesteps` (None: the checkpoint's schedule) are for the model backend, whose frame size is the model's.
+    `backend.frames_per_step`). `model` ("tiny", "micro" or a checkpoint path), `graph` (CUDA graphs; None: on
+    CUDA devices) and `denoise_timesteps` (None: the checkpoint's schedule) are for the model backend, whose frame
+    size is the model's.
     """
     if name == "model":  # its start frames are rendered the way the model's training clips were (checkpoint)
         return ModelBackend(num_worlds, model=model, height=height, width=width, device=device, graph=graph,
@@ -272,18 +273,20 @@ class ModelBackend:
     """
 
     def __init__(self, num_worlds: int, model: str = "tiny", height: int | None = None, width: int | None = None,
-                 device: str | torch.device = "cpu", graph: bool = False, compile: bool = False,
+                 device: str | torch.device = "cpu", graph: bool | None = None, compile: bool = False,
                  supersample: int | None = None, denoise_timesteps: Sequence[int] | None = None):
         from model.generator import StreamingGenerator  # the model is only imported when asked for
 
         if num_worlds < 1:
             raise ValueError(f"num_worlds must be at least 1, got {num_worlds}")
-        # on CPU the step body is replayed: traced (StreamingGenerator trace=True), or with `compile` fused by
-        # torch.compile (its first step compiles for minutes); on CUDA, graph=True
-        cpu = torch.device(device).type == "cpu"
+        # The step body is replayed. On CPU: traced (StreamingGenerator trace=True), or with `compile` fused by
+        # torch.compile (its first step compiles for minutes). On CUDA: a CUDA graph unless graph=False (8.75x eager
+        # for tiny on an H100), with `compile` its elementwise hot spots as Triton kernels (fuse=True).
+        cuda = torch.device(device).type == "cuda"
+        graph = cuda if graph is None else bool(graph)
         self.gen = StreamingGenerator.from_pretrained(model, device=device, batch_size=num_worlds, graph=graph,
-                                                      trace=cpu and not compile, compile=cpu and compile,
-                                                      denoise_timesteps=denoise_timesteps)
+                                                      trace=not cuda and not compile, compile=not cuda and compile,
+                                                      fuse=cuda and compile, denoise_timesteps=denoise_timesteps)
         self.height, self.width = self.gen.frame_hw
         if (height, width) not in ((None, None), (self.height, self.width)):
             raise ValueError(f"model {model!r} makes {self.height}x{self.width} frames; the env asked for "

@@ -58,7 +58,8 @@ class EnvConfig:
     max_episode_steps: int | None = None      # truncate after this many steps (None: no limit; see TimeLimit)
     clip_actions: bool = True                 # clip out-of-range actions (info["clipped"]) instead of raising
     scene_seeds: int | Sequence[int] | None = None  # scene seeds to draw from: None any, n -> range(n), or a list
-    compile: bool = False                     # torch.compile: the oracle's ray caster and, on CPU, the model's step
+    compile: bool = False                     # torch.compile: the oracle's ray caster and the model's step (CPU) or
+                                              # its fused kernels (CUDA, inside the step's CUDA graph)
     supersample: int = 1                      # oracle: 1 or 2 (anti-aliasing)
 
     def __post_init__(self):

@@ -161,3 +161,26 @@ def test_compile_fuses_the_model_step_on_cpu_instead_of_the_trace():
     fused, traced = ModelBackend(1, model="micro", compile=True), ModelBackend(1, model="micro")
     assert (fused.gen.compile, fused.gen.trace, fused.oracle.cfg.compile) == ("inductor", False, True)
     assert (traced.gen.compile, traced.gen.trace, traced.oracle.cfg.compile) == (None, True, False)
+    assert not fused.gen.graph and not traced.gen.graph and fused.gen.fuse is None   # graphs and fusion: CUDA only
+
+
+@pytest.mark.gpu
+def test_model_backend_on_cuda_replays_a_cuda_graph():
+    """On a CUDA device the backend steps a CUDA graph by default (and fuses its kernels with compile=True): the
+    same frames as the eager step, through resets of one world and of both."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (run on the lent GPU machine)")
+    graphed = ModelBackend(2, model="micro", device="cuda")
+    eager = ModelBackend(2, model="micro", device="cuda", graph=False)
+    assert graphed.gen.graph and graphed.gen.fuse is None and not eager.gen.graph
+    assert ModelBackend(1, model="micro", device="cuda", compile=True).gen.fuse == "inductor"
+    scene, k = make_scene("indoor", 0), np.array([[16.0, 16.0, 15.5, 15.5]] * 2)
+    c2w = np.tile(np.eye(4), (2, 4, 1, 1))
+    c2w[:, :, 2, 3] = np.arange(1, 5) * 0.05
+    for ids in ([0, 1], [1], [0, 1]):
+        for b in (graphed, eager):
+            b.reset(ids, [scene] * len(ids), np.tile(np.eye(4), (len(ids), 1, 1)), k[:len(ids)], seeds=ids)
+        for _ in range(2):
+            assert np.abs(eager.step(c2w).astype(int) - graphed.step(c2w).astype(int)).mean() < 2.0
