@@ -10,7 +10,8 @@
 # - BATCH (default 256) and SCHEDULE (default "9:40000", T:until_step[:batch]): the step is launch-bound below a
 #   few hundred windows, and a T=9 window keeps about 165 MiB of activations in fp32 (x0 + flow regulariser), so
 #   256 windows need about 42 GiB;
-# - LR (default 3e-4).
+# - LR (default 3e-4), GATE_LR_SCALE (default 0: the output skip's gates stay as INIT has them), EMA (0.99);
+# - VAE: the caches' VAE (pixel-space warp models need it for evaluation and self-forcing).
 # Each budget (--minutes) includes its calibration; logs and budgets go into OUT/runs.tgz.
 set -uo pipefail
 OUT=${1:?usage: gpu_train.sh OUT_DIR MINUTES CACHES VAL_CACHE [INIT]}
@@ -24,7 +25,8 @@ for obj in ${OBJECTIVES:-x0}; do
   python -m model.train.dit_train --latents "$CACHES" --val "$VAL" --out work/dit_$obj --preset tiny64 \
     --objective "$obj" --steps 40000 --batch "${BATCH:-256}" --seq-schedule "${SCHEDULE:-9:40000}" --warmup 100 \
     --lr "${LR:-3e-4}" --eval-every 1000000 --eval-count 16 --ckpt-every 1000000 --log-every 25 --minutes "$MIN" \
-    --calib-steps 30 --device "${DEVICE:-cuda}" --no-amp --no-progress ${INIT:+--init "$INIT"} > work/dit_$obj.log 2>&1 &
+    --calib-steps 30 --device "${DEVICE:-cuda}" --no-amp --no-progress ${INIT:+--init "$INIT"} ${VAE:+--vae "$VAE"} \
+    --gate-lr-scale "${GATE_LR_SCALE:-0}" --ema "${EMA:-0.99}" > work/dit_$obj.log 2>&1 &
 done
 wait
 python -m model.train.pack "$OUT" work/dit_*/
