@@ -106,6 +106,22 @@ def _stream_parts(ctx: AttnContext) -> list[tuple[int, int]]:
     return [(0, ctx.frames)] if w == ctx.frames else [(0, w), (w, ctx.frames)]
 
 
+def _stream_recurrence(ctx: AttnContext, step, tensors: list[torch.Tensor], cached: tuple[torch.Tensor, ...],
+                       write: bool) -> torch.Tensor:
+    """A streamed call's recurrence (GDN or camera): `step(tensors sliced to a part's frames, states)` -> (out,
+    states) over each of `_stream_parts` in order, starting from the `cached` states; with `write` the states after
+    the first part (the clean chunk) are copied into `cached`, so a pair's second chunk continues from them.
+    tensors are [B, H, T, ...] (frames on dim 2); returns the outputs joined along frames."""
+    outs, states = [], cached
+    for part, (a, e) in enumerate(_stream_parts(ctx)):
+        o, states = step([t[:, :, a:e] for t in tensors], states)
+        if write and part == 0:
+            for dst, src in zip(cached, states):
+                dst.copy_(src)
+        outs.append(o)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
 def _write_slots(buf: torch.Tensor, new: torch.Tensor, ctx: AttnContext) -> None:
     """Write each world's chunk [B, H, n, D] into its KV slot of `buf` [B, H, L, D], in place, no host sync."""
     start = 0
@@ -249,15 +265,10 @@ class SanaWMAttention(nn.Module):
         elif cache is None:
             out, _, _ = gdn.gdn_chunk_causal(*args, beta, gamma, chunks=ctx.chunks, eps=self.cfg.gdn_eps)
         else:
-            outs, s_kv, s_z = [], cache.s_kv, cache.s_z
-            for part, (a, e) in enumerate(_stream_parts(ctx)):   # a pair: its second chunk after the first's write
-                o, s_kv, s_z = gdn.gdn_chunk_step(*(t[:, :, a:e] for t in args), beta[:, :, a:e], gamma[:, :, a:e],
-                                                  s_kv=s_kv, s_z=s_z, eps=self.cfg.gdn_eps)
-                if write and part == 0:
-                    cache.s_kv.copy_(s_kv)
-                    cache.s_z.copy_(s_z)
-                outs.append(o)
-            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            def step(t, states):
+                o, s_kv, s_z = gdn.gdn_chunk_step(*t, s_kv=states[0], s_z=states[1], eps=self.cfg.gdn_eps)
+                return o, (s_kv, s_z)
+            out = _stream_recurrence(ctx, step, [*args, beta, gamma], (cache.s_kv, cache.s_z), write)
         return self._merge(out.reshape(b, self.heads, n, self.head_dim))
 
     def _cam_gdn(self, q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write):
@@ -269,14 +280,10 @@ class SanaWMAttention(nn.Module):
         elif cache is None:
             out, _ = gdn.cam_delta_chunk_causal(*args, beta_cam, gamma, chunks=ctx.chunks)
         else:
-            outs, s = [], cache.s_cam
-            for part, (a, e) in enumerate(_stream_parts(ctx)):
-                o, s = gdn.cam_delta_chunk_step(*(t[:, :, a:e] for t in args), beta_cam[:, :, a:e], gamma[:, :, a:e],
-                                                s=s)
-                if write and part == 0:
-                    cache.s_cam.copy_(s)
-                outs.append(o)
-            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            def step(t, states):
+                o, s = gdn.cam_delta_chunk_step(*t, s=states[0])
+                return o, (s,)
+            out = _stream_recurrence(ctx, step, [*args, beta_cam, gamma], (cache.s_cam,), write)
         return out.reshape(b, h, n, d)
 
     # ------------------------------------------------------------------ softmax branches

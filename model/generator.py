@@ -70,6 +70,14 @@ def micro_model(**overrides) -> tuple[SanaWMTransformer, CausalVAE]:
     return model, CausalVAE(vae_config("micro"))
 
 
+def _check_backend(arg: str, name: str, expected: str, given) -> None:
+    """A torch.compile backend name that dynamo knows, or a ValueError naming the argument."""
+    try:
+        torch._dynamo.lookup_backend(name)
+    except Exception as e:
+        raise ValueError(f"{arg}: expected {expected}, got {given!r} ({e})") from None
+
+
 class StreamingGenerator:
     """Streams B worlds through a SanaWMTransformer and a causal VAE; all per-world state lives in WorldState."""
 
@@ -114,17 +122,9 @@ class StreamingGenerator:
             raise ValueError(f"fuse runs compiled kernels eager or in a CUDA graph; it does not combine with trace or "
                              f"compile (got fuse={fuse!r}, trace={trace}, compile={compile!r})")
         if isinstance(self.fuse, str):
-            try:
-                torch._dynamo.lookup_backend(self.fuse)
-            except Exception as e:
-                raise ValueError(f"fuse: expected a bool, a torch.compile backend name or callable, got {fuse!r} "
-                                 f"({e})") from None
+            _check_backend("fuse", self.fuse, "a bool, a torch.compile backend name or callable", fuse)
         if self.compile:
-            try:
-                torch._dynamo.lookup_backend(self.compile)
-            except Exception as e:
-                raise ValueError(f"compile: expected True or a torch.compile backend name, got {compile!r} ({e})") \
-                    from None
+            _check_backend("compile", self.compile, "True or a torch.compile backend name", compile)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if vae.spatial_factor != cfg.vae_spatial or vae.temporal_factor != cfg.vae_temporal or \
