@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The streaming generator's GPU checks as one command for a lent GPU machine (about 3 minutes on an H100): the GPU
-# tests, then the tiny step rows (eager, graph, graph with fused kernels) and the published preset's streamed step
+# The streaming generator's GPU checks as one command for a lent GPU machine (about 3 minutes on an H100 until the
+# fused-block rows came; budget 9): the GPU tests, then the tiny step rows (eager, graph, graph with fused kernels,
+# per function and per block) and the published preset's streamed step
 # with its profile. Each part has its own deadline; the benchmarks write their JSON as rows come.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR
@@ -23,9 +24,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 stamp tests
 timeout 150 python -m pytest -m gpu $tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -8
 stamp tiny
-timeout 150 python benchmarks/step_latency.py --gpu-only --gpu-presets tiny --out "$OUT" 2>&1 | grep -v "it/s" \
+timeout 180 python benchmarks/step_latency.py --gpu-only --gpu-presets tiny --out "$OUT" 2>&1 | grep -v "it/s" \
   | tee "$OUT/bench.log" | tail -16
 stamp published
-timeout 200 python benchmarks/published_pass.py --out "$OUT" 2>&1 | grep -v "Warning\|warn(" \
+timeout 240 python benchmarks/published_pass.py --out "$OUT" 2>&1 | grep -v "Warning\|warn(" \
   | tee "$OUT/published.log" | tail -60
 stamp done

@@ -11,6 +11,8 @@ decode is timed alone and subtracted for the DiT's share. Rows, in this one proc
   printed until the fifteenth session);
 - step, eager / step, graph (`graph=True`: the whole step captured once, replayed): p50 ms per chunk;
 - step, graph, fused (`fuse=True`: the blocks' elementwise hot spots as compiled Triton kernels, model/fused.py);
+- step, graph, fused blocks (`fuse_scope="block"`: each block's whole forward compiled, one graph per kind of block);
+  the fused rows also give the seconds their generator took to build, compile and capture (`compile_s`);
 - DiT only: a graph row less the stand-in decode.
 The real-time factor is 24 frames at 16 fps over the row. The profiles (an eager step, plain and fused) attribute
 kernel time to named regions of the block, inclusive (`camera branch` holds its UCPE products), and list the
@@ -25,6 +27,7 @@ import functools
 import json
 import statistics
 import sys
+import time
 from collections import defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from step_latency import first_frames, time_steps, walk  # noqa: E402
 
 import model.attention as attention  # noqa: E402
-import model.gdn as gdn  # noqa: E402
 from model.config import WorldModelConfig, get_config  # noqa: E402
 from model.generator import StreamingGenerator  # noqa: E402
 from model.layers import CrossAttention, GLUMBConvTemp, RMSNorm  # noqa: E402
@@ -84,9 +86,11 @@ def time_ms(fn, n: int) -> float:
     return start.elapsed_time(end) / n
 
 
-def published_generator(model: SanaWMTransformer, graph: bool, fuse: bool = False) -> StreamingGenerator:
+def published_generator(model: SanaWMTransformer, graph: bool, fuse: bool = False,
+                        scope: str = "ops") -> StreamingGenerator:
     """Sets the model's kernels (eager or fused) for every generator on it: measure each before building the next."""
-    return StreamingGenerator(model, CausalVAE(STAND_IN_VAE), "cuda", torch.bfloat16, 1, graph=graph, fuse=fuse)
+    return StreamingGenerator(model, CausalVAE(STAND_IN_VAE), "cuda", torch.bfloat16, 1, graph=graph, fuse=fuse,
+                              fuse_scope=scope)
 
 
 # ---------------------------------------------------------------------------------------------------- the profile
@@ -94,13 +98,10 @@ REGIONS = {  # (owner, attribute) -> region name
     (SanaWMBlock, "forward"): "block",
     (attention.SanaWMAttention, "forward"): "self-attention",
     (attention.SanaWMAttention, "_project"): "fused projections",
-    (attention.SanaWMAttention, "_gates"): "gdn gates",
     (attention.SanaWMAttention, "_main_gdn"): "main gdn branch",
     (attention.SanaWMAttention, "_main_softmax"): "main softmax branch",
     (attention.SanaWMAttention, "_camera"): "camera branch",
     (attention, "_sdpa"): "sdpa",
-    (gdn, "gdn_chunk_causal"): "gdn scan",
-    (gdn, "cam_delta_chunk_causal"): "camera delta scan",
     (CrossAttention, "forward"): "cross-attention",
     (GLUMBConvTemp, "spatial"): "ffn spatial",
     (GLUMBConvTemp, "temporal"): "ffn temporal conv",
@@ -108,6 +109,7 @@ REGIONS = {  # (owner, attribute) -> region name
 OPS_REGIONS = {  # the model's hot-path functions (model/fused.py), eager or compiled, per module
     "apply_ucpe_fast": "ucpe products", "apply_rope": "rope", "short_conv_chunk_causal": "short convs",
     "cam_beta_discount": "camera beta discount", "rms_norm": "rms norms",
+    "gdn_gates": "gdn gates", "gdn_chunk_step": "gdn scan", "cam_delta_chunk_step": "camera delta scan",
 }
 
 
@@ -180,12 +182,17 @@ def profile(gen: StreamingGenerator, n: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def steps_ms(gen: StreamingGenerator, n: int) -> list[float]:
-    """Wall milliseconds of n streamed chunks (after two warm-up chunks; the first graph step captures)."""
+def steps_ms(gen: StreamingGenerator, n: int, warm: dict | None = None) -> list[float]:
+    """Wall milliseconds of n streamed chunks (after two warm-up chunks; the first graph step captures, the first
+    fused steps compile: their seconds go to warm["s"])."""
+    t0 = time.perf_counter()
     state = gen.reset(first_frames(gen, 1), seed=0)
     c2w = walk(gen, 1)
     for _ in range(2):
         gen.step(state, c2w)
+    torch.cuda.synchronize()
+    if warm is not None:
+        warm["s"] = time.perf_counter() - t0
     return [t * 1e3 for t in time_steps(gen, state, c2w, n)]
 
 
@@ -205,6 +212,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--no-blocks", action="store_true", help="skip the fused-blocks row (it compiles longest)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("published_pass.py needs a CUDA device")
@@ -224,11 +232,12 @@ def main(argv=None) -> dict:
         print(f"{name}: {chunk_ms:.0f} ms per chunk", flush=True)
         (out / "published_pass_cuda.json").write_text(json.dumps(res, indent=1))
 
-    def graph_rows(fuse: bool):
-        label = ", fused" if fuse else ""
+    def graph_rows(fuse: bool, scope: str = "ops"):
+        label = (", fused blocks" if scope == "block" else ", fused") if fuse else ""
         try:
-            ts = steps_ms(published_generator(model, graph=True, fuse=fuse), a.steps)
-            row(f"step, graph{label}", statistics.median(ts), p99_ms=max(ts))
+            warm = {}
+            ts = steps_ms(published_generator(model, graph=True, fuse=fuse, scope=scope), a.steps, warm)
+            row(f"step, graph{label}", statistics.median(ts), p99_ms=max(ts), compile_s=warm["s"])
             row(f"DiT only, graph{label}", statistics.median(ts) - res["decode_ms"])
         except Exception as e:  # one broken row must not hide the others
             res.setdefault("errors", []).append(f"graph{label}: {e!r}")
@@ -249,6 +258,8 @@ def main(argv=None) -> dict:
                 res["profile"]["fused"] = profile(published_generator(model, graph=False, fuse=True), 2)
             except Exception as e:
                 res.setdefault("errors", []).append(f"fused profile: {e!r}")
+        if not a.no_blocks:     # last: it compiles longest
+            graph_rows(fuse=True, scope="block")
     (out / "published_pass_cuda.json").write_text(json.dumps(res, indent=1))
 
     prof = res["profile"]
@@ -264,9 +275,10 @@ def main(argv=None) -> dict:
                 print(f"  {r['ms_per_pass']:7.2f} {r['launches_per_pass']:6.0f}  {r['kernel'][:90]}")
     print(f"\n{PRESET}: {res['tokens']} tokens per chunk, {passes} passes per chunk, stand-in VAE decode "
           f"{res['decode_ms']:.1f} ms ({res['device']})")
-    print(f"{'row':<28} {'ms/chunk':>9} {'ms/pass':>8} {'x real time':>11}")
+    print(f"{'row':<34} {'ms/chunk':>9} {'ms/pass':>8} {'x real time':>11} {'warm-up s':>9}")
     for k, r in res["rows"].items():
-        print(f"{k:<28} {r['chunk_ms']:9.0f} {r['pass_ms']:8.1f} {r['realtime_factor']:11.2f}")
+        warm = f"{r['compile_s']:9.1f}" if "compile_s" in r else ""
+        print(f"{k:<34} {r['chunk_ms']:9.0f} {r['pass_ms']:8.1f} {r['realtime_factor']:11.2f} {warm}")
     for e in res.get("errors", []):
         print("error:", e)
     return res

@@ -10,8 +10,9 @@ Rows (all ratios measured in this one run):
 - cache vs recompute: one step at episode length L with the streaming caches against the naive baseline that
   recomputes the whole visible context every pass (`RecomputeGenerator`), L = 16, 64, 256;
 - flat: latency and `WorldState.nbytes()` at step 100 and step `--long-steps` (`--long-preset`);
-- on CUDA: eager vs CUDA graph vs CUDA graph with fused kernels (`fuse=True`) at batch 1 and 64 (`tiny`), and the
-  graph's cost of switching between two states.
+- on CUDA: eager vs CUDA graph vs CUDA graph with fused kernels (`fuse=True`, each hot function compiled; and
+  `fuse_scope="block"`, each block's whole forward compiled) at batch 1 and 64 (`tiny`), and the graph's cost of
+  switching between two states.
   The published preset at 704x1280 has its own script, `published_pass.py`.
 """
 
@@ -106,6 +107,7 @@ def _row(gen: StreamingGenerator, preset: str, ts: list[float]) -> dict:
     p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(round(0.99 * (len(ts) - 1))))]
     return {"preset": preset, "device": str(gen.device), "dtype": str(gen.dtype).replace("torch.", ""),
             "batch": gen.batch_size, "graph": gen.graph, "trace": gen.trace, "compile": gen.compile, "fuse": gen.fuse,
+            "fuse_scope": gen.fuse_scope if gen.fuse else None,
             "passes": len(gen.sigmas) - 1,
             "steps": len(ts), "p50_ms": p50 * 1e3,
             "p99_ms": p99 * 1e3, "steps_per_s": 1.0 / p50, "frames_per_s": gen.batch_size * gen.frames_per_step / p50}
@@ -173,7 +175,8 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
 
 def _replay(row: dict) -> str:
     """How a row's step ran: eager, CUDA graph, the CPU trace, or compiled on CPU."""
-    return ("graph+fuse" if row.get("graph") and row.get("fuse") else "graph" if row.get("graph") else
+    fused = "graph+fuse" + (" block" if row.get("fuse_scope") == "block" else "")
+    return (fused if row.get("graph") and row.get("fuse") else "graph" if row.get("graph") else
             "trace" if row.get("trace") else "compile" if row.get("compile") else "eager")
 
 
@@ -287,7 +290,8 @@ def main(argv=None) -> dict:
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
-        modes = {"eager": {}, "graph": {"graph": True}, "graph+fuse": {"graph": True, "fuse": True}}
+        modes = {"eager": {}, "graph": {"graph": True}, "graph+fuse": {"graph": True, "fuse": True},
+                 "graph+fuse block": {"graph": True, "fuse": True, "fuse_scope": "block"}}
         p50 = {}
         for preset in a.gpu_presets:
             for batch in (1, 64):
@@ -305,6 +309,8 @@ def main(argv=None) -> dict:
         res["graph_speedup"] = {f"{p}_b{b}": p50[p, b, "eager"] / p50[p, b, "graph"] for p, b, m in p50 if m == "eager"}
         res["fuse_speedup"] = {f"{p}_b{b}": p50[p, b, "graph"] / p50[p, b, "graph+fuse"]
                                for p, b, m in p50 if m == "eager"}
+        res["fuse_block_speedup"] = {f"{p}_b{b}": p50[p, b, "graph"] / p50[p, b, "graph+fuse block"]
+                                     for p, b, m in p50 if m == "eager"}
         try:
             res["switch"] = [bench_switch(a.gpu_presets[0], dev, torch.bfloat16, b, a.steps) for b in (1, 64)]
         except Exception as e:
@@ -314,10 +320,10 @@ def main(argv=None) -> dict:
     (out / f"step_latency_{dev}.json").write_text(json.dumps(res, indent=1))
 
     print(f"\nstreaming steps ({res['device']}, {res['threads']} threads)")
-    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>10} {'passes':>6} {'threads':>7} "
+    print(f"{'preset':<8} {'device':>6} {'dtype':>9} {'B':>3} {'replay':>16} {'passes':>6} {'threads':>7} "
           f"{'p50 ms':>9} {'p99 ms':>9} {'steps/s':>8} {'frames/s':>9}")
     for r in res["steps"]:
-        print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {_replay(r):>10} "
+        print(f"{r['preset']:<8} {r['device']:>6} {r['dtype']:>9} {r['batch']:>3} {_replay(r):>16} "
               f"{r.get('passes', ''):>6} {r.get('threads', ''):>7} "
               f"{r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['steps_per_s']:>8.2f} {r['frames_per_s']:>9.1f}")
     if not a.gpu_only:
@@ -342,6 +348,8 @@ def main(argv=None) -> dict:
     if cuda:
         print("\ngraph over eager (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["graph_speedup"].items()))
         print("fused graph over graph (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["fuse_speedup"].items()))
+        print("fused-block graph over graph (p50): " +
+              ", ".join(f"{k} {v:.2f}x" for k, v in res["fuse_block_speedup"].items()))
         for r in res.get("switch", []):
             print(f"graph, {r['preset']} b{r['batch']}: same state {r['same_state_ms']:.1f} ms, two states in turn "
                   f"{r['alternating_ms']:.1f} ms (state {r['state_mb']:.1f} MB)")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import gdn
-from .camera import UCPETransforms, post_ucpe_renorm
+from .camera import UCPETransforms
 from .config import WorldModelConfig
 from .fused import EAGER
 from .layers import RMSNorm
@@ -233,13 +233,8 @@ class SanaWMAttention(nn.Module):
         return [m(x) for m in self._linears()]
 
     def _gates(self, beta_logit: torch.Tensor, decay_logit: torch.Tensor, ctx: AttnContext):
-        """beta [B, H, T, S] per token; gamma [B, H, T] per frame from the spatial mean (the projection is linear,
-        so the mean of the projections is the projection of the mean), in float32."""
-        b = beta_logit.shape[0]
-        beta = torch.sigmoid(beta_logit.float()).view(b, ctx.frames, ctx.tokens_per_frame, self.heads)
-        a = decay_logit.float().view(b, ctx.frames, ctx.tokens_per_frame, self.heads).mean(2)   # (B, T, H)
-        gamma = torch.exp(-torch.exp(self.A_log.float()) * F.softplus(a + self.dt_bias.float()))
-        return beta.permute(0, 3, 1, 2), gamma.transpose(1, 2)
+        """beta [B, H, T, S] per token and gamma [B, H, T] per frame, float32 (`gdn.gdn_gates`)."""
+        return self.ops.gdn_gates(beta_logit, decay_logit, self.A_log, self.dt_bias, ctx.frames)
 
     def _key_scale(self, ctx: AttnContext) -> float:
         return (self.head_dim ** -0.5) * (ctx.tokens_per_frame ** -0.5)
@@ -266,7 +261,7 @@ class SanaWMAttention(nn.Module):
             out, _, _ = gdn.gdn_chunk_causal(*args, beta, gamma, chunks=ctx.chunks, eps=self.cfg.gdn_eps)
         else:
             def step(t, states):
-                o, s_kv, s_z = gdn.gdn_chunk_step(*t, s_kv=states[0], s_z=states[1], eps=self.cfg.gdn_eps)
+                o, s_kv, s_z = self.ops.gdn_chunk_step(*t, s_kv=states[0], s_z=states[1], eps=self.cfg.gdn_eps)
                 return o, (s_kv, s_z)
             out = _stream_recurrence(ctx, step, [*args, beta, gamma], (cache.s_kv, cache.s_z), write)
         return self._merge(out.reshape(b, self.heads, n, self.head_dim))
@@ -281,7 +276,7 @@ class SanaWMAttention(nn.Module):
             out, _ = gdn.cam_delta_chunk_causal(*args, beta_cam, gamma, chunks=ctx.chunks)
         else:
             def step(t, states):
-                o, s = gdn.cam_delta_chunk_step(*t, s=states[0])
+                o, s = self.ops.cam_delta_chunk_step(*t, s=states[0])
                 return o, (s,)
             out = _stream_recurrence(ctx, step, [*args, beta_cam, gamma], (cache.s_cam,), write)
         return out.reshape(b, h, n, d)
@@ -338,7 +333,8 @@ class SanaWMAttention(nn.Module):
         kc = self.ops.apply_ucpe_fast(k, mats["kv"], rope)
         vc = self.ops.apply_ucpe_fast(v, mats["kv"], rope)
         if self.cfg.cam_post_renorm:  # RoPE preserves norms, so renorm before or after it is the same
-            qc, kc, vc = post_ucpe_renorm(qc, q), post_ucpe_renorm(kc, k), post_ucpe_renorm(vc, v)
+            renorm = self.ops.post_ucpe_renorm
+            qc, kc, vc = renorm(qc, q), renorm(kc, k), renorm(vc, v)
         if not self.softmax:
             out = self._cam_gdn(q, k, v, qc, kc, vc, ctx, beta, gamma, cache, write).to(dtype)
         elif chunked_softmax:

@@ -40,6 +40,8 @@ __all__ = [
     "plucker_maps",
     "ray_transforms",
     "apply_ucpe",
+    "apply_ucpe_fast",
+    "apply_ucpe_pointwise",
     "post_ucpe_renorm",
 ]
 
@@ -317,6 +319,22 @@ def apply_ucpe_fast(x: torch.Tensor, matrix: torch.Tensor, rope: torch.Tensor | 
     half = x.shape[-1] // 2
     groups = x[..., :half].unflatten(-1, (half // 4, 4))                                 # [B, H, N, G, 4]
     projected = (groups.to(matrix.dtype) @ matrix.transpose(-1, -2)).flatten(-2)        # c <- M c per group
+    rotated = x[..., half:] if rope is None else apply_rope(x[..., half:], rope, inverse=inverse)
+    return torch.cat([projected.to(x.dtype), rotated], dim=-1)
+
+
+def apply_ucpe_pointwise(x: torch.Tensor, matrix: torch.Tensor, rope: torch.Tensor | None = None,
+                         inverse: bool = False) -> torch.Tensor:
+    """`apply_ucpe_fast` with the 4x4 products as broadcast multiply-adds, the form `torch.compile` fuses.
+
+    Why: inductor hands every matmul to cuBLAS, and a [B, H, N, G, 4] @ [B, 1, N, 4, 4] product becomes a batched
+    fp32 GEMM of N 4x4 tiles per call (the costliest kernel of a published-size eager pass, 200 launches). As four
+    products summed it is elementwise, so it fuses with its casts, the camera RoPE and the concatenation into one
+    kernel. Eager it writes a 4x larger temporary, so the eager path keeps the matmul.
+    """
+    half = x.shape[-1] // 2
+    groups = x[..., :half].unflatten(-1, (half // 4, 4)).to(matrix.dtype)                # [B, H, N, G, 4]
+    projected = (groups.unsqueeze(-2) * matrix.unsqueeze(-3)).sum(-1).flatten(-2)      # out_i = sum_j M_ij c_j
     rotated = x[..., half:] if rope is None else apply_rope(x[..., half:], rope, inverse=inverse)
     return torch.cat([projected.to(x.dtype), rotated], dim=-1)
 

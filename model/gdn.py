@@ -521,6 +521,24 @@ def cam_delta_chunk_step(q, k, v, beta, gamma, s=None, impl="scan"):
     return cam_delta_chunk_causal(q, k, v, beta, gamma, [q.shape[2]], s, impl=impl)
 
 
+def gdn_gates(beta_logit, decay_logit, A_log, dt_bias, frames: int):
+    """The GDN gates of a call's tokens, in float32: beta = sigmoid(logit) per token, and one decay per frame,
+    gamma = exp(-exp(A_log) softplus(mean over the frame's tokens of the decay logit + dt_bias)). The projection is
+    linear, so the mean of the projected logits is the projection of the frame's mean input.
+
+    Args:
+        beta_logit, decay_logit: [B, T*S, H]; A_log, dt_bias: [H]; frames: T.
+
+    Returns:
+        beta: [B, H, T, S]; gamma: [B, H, T].
+    """
+    b, n, h = beta_logit.shape
+    beta = torch.sigmoid(beta_logit.float()).view(b, frames, n // frames, h)
+    a = decay_logit.float().view(b, frames, n // frames, h).mean(2)                      # (B, T, H)
+    gamma = torch.exp(-torch.exp(A_log.float()) * torch.nn.functional.softplus(a + dt_bias.float()))
+    return beta.permute(0, 3, 1, 2), gamma.transpose(1, 2)
+
+
 def cam_beta_discount(beta, k_before, k_after, eps=1e-6):
     """Dynamic beta discount of the camera branch (§4.1 step 5): keep UCPE key inflation from over-writing the state.
 

@@ -39,6 +39,7 @@ import torch
 from .camera import _plucker_frames, scale_intrinsics, se3_inverse
 from .checkpoint import load_checkpoint, metadata, read_config, read_state_dict
 from .config import get_config
+from .fused import SCOPES
 from .parallel import beside, halved_threads, join
 from .schedule import distilled_sigmas
 from .state import BlockCache, WorldState, counter_normal
@@ -85,7 +86,7 @@ class StreamingGenerator:
                  dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
                  sampler: str = "euler", trace: bool = False, render: dict | None = None,
                  denoise_timesteps: Sequence[int] | None = None, compile: bool | str = False,
-                 specialize: bool = True, fuse: bool | str | Callable = False):
+                 specialize: bool = True, fuse: bool | str | Callable = False, fuse_scope: str = "ops"):
         """denoise_timesteps: the per-step schedule, falling to 0 (default: the checkpoint's `cfg.denoise_timesteps`);
         one pass fewer took 28 % off the traced CPU step (`benchmarks/step_latency.py`), at the quality
         `benchmarks/fidelity.py` measures.
@@ -99,8 +100,10 @@ class StreamingGenerator:
         reference.
         fuse (CUDA): the blocks' elementwise hot spots as compiled Triton kernels (model/fused.py), eager or inside the
         graph; the first steps compile them (about 15 s for tiny, 50 s for the published preset on an H100). A string
-        or callable names another torch.compile backend (the CPU tests use "aot_eager"). The kernels are the model's:
-        generators built on one model object use the last one's choice."""
+        or callable names another torch.compile backend (the CPU tests use "aot_eager"). fuse_scope "ops" compiles
+        each hot function alone; "block" compiles each block's whole forward, the glue between them included (one
+        compiled forward per kind of block, shared by all of them). The kernels are the model's: generators built on
+        one model object use the last one's choice."""
         cfg = model.cfg
         self.device = torch.device(device)
         self.graph, self.trace, self.specialize = bool(graph), bool(trace), bool(specialize)
@@ -121,6 +124,9 @@ class StreamingGenerator:
         if self.fuse is not None and (self.trace or self.compile):
             raise ValueError(f"fuse runs compiled kernels eager or in a CUDA graph; it does not combine with trace or "
                              f"compile (got fuse={fuse!r}, trace={trace}, compile={compile!r})")
+        if fuse_scope not in SCOPES:
+            raise ValueError(f"fuse_scope must be one of {SCOPES}, got {fuse_scope!r}")
+        self.fuse_scope = fuse_scope
         if isinstance(self.fuse, str):
             _check_backend("fuse", self.fuse, "a bool, a torch.compile backend name or callable", fuse)
         if self.compile:
@@ -139,7 +145,7 @@ class StreamingGenerator:
         self.model = model.to(self.device, dtype).eval()
         for blk in self.model.blocks:  # inference: one input matmul per attention instead of seven
             blk.attn.fuse_projections()
-        self.model.fuse_kernels(self.fuse)
+        self.model.fuse_kernels(self.fuse, fuse_scope)
         self.vae = vae.to(self.device).eval()
         # The encoder's state after the pad frames of every image (weights only): images encode from it.
         self._prefix = self.vae.image_prefix(cfg.height, cfg.width)

@@ -14,6 +14,7 @@ every preset, with the published module and state_dict names (872 keys for `sana
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import AttnContext, SanaWMAttention, SoftmaxPlan
 from .camera import ray_transforms
 from .config import WorldModelConfig
-from .fused import EAGER, fused_ops
+from .fused import EAGER, FUSIBLE, SCOPES, fused_forward, fused_ops
 from .layers import CaptionEmbedder, CrossAttention, FinalLayer, GLUMBConvTemp, PatchEmbed, RMSNorm, TimestepEmbedder
 from .parallel import join
 from .rope import rope_at
@@ -156,16 +157,25 @@ class SanaWMTransformer(nn.Module):
         if self.cfg.warp_skip:
             nn.init.zeros_(self.warp_gate)
 
-    def fuse_kernels(self, backend: str | Callable | None = "inductor") -> None:
-        """Run the blocks' elementwise hot spots (RoPE, UCPE products, short convs, beta discount, RMSNorms) as
-        compiled kernels (model/fused.py); None restores the eager functions. Inference only, like
+    def fuse_kernels(self, backend: str | Callable | None = "inductor", scope: str = "ops") -> None:
+        """Run the blocks' elementwise hot spots (RoPE, UCPE products, short convs, gates, beta discount, RMSNorms,
+        the streamed recurrences' prep) as compiled kernels (model/fused.py): each function alone (scope "ops"), or
+        each block's whole forward (scope "block"). None restores the eager functions. Inference only, like
         `fuse_projections`: the compiled forms are not differentiated."""
-        ops = EAGER if backend is None else fused_ops(backend)
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        ops = EAGER if backend is None else (FUSIBLE if scope == "block" else fused_ops(backend))
         for m in self.modules():
             if isinstance(m, SanaWMAttention):
                 m.ops = ops
             elif isinstance(m, RMSNorm):
                 m.fn = ops.rms_norm
+        forward = fused_forward(SanaWMBlock.forward, backend) if backend is not None and scope == "block" else None
+        for blk in self.blocks:
+            if forward is None:
+                blk.__dict__.pop("forward", None)            # back to the class's forward
+            else:
+                blk.forward = types.MethodType(forward, blk)
 
     def null_caption(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.y_embedder.y_embedding[None].expand(batch, -1, -1)

@@ -13,6 +13,7 @@ from model.camera import (
     UCPETransforms,
     apply_ucpe,
     apply_ucpe_fast,
+    apply_ucpe_pointwise,
     camera_conditions,
     latent_frame_count,
     plucker_maps,
@@ -420,3 +421,26 @@ def test_apply_ucpe_fast_matches_reference(role):
     ref = apply_ucpe(x, tf, role, rope)
     fast = apply_ucpe_fast(x, tf.role_matrices()[role], rope, inverse=role == "out")
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    pointwise = apply_ucpe_pointwise(x, tf.role_matrices()[role], rope, inverse=role == "out")
+    torch.testing.assert_close(pointwise, ref, rtol=1e-5, atol=1e-6)
+    half = d // 2   # the rotated half is the same op in both forms
+    assert torch.equal(pointwise[..., half:], fast[..., half:])
+
+
+def test_ucpe_pointwise_form_leaves_no_matmul_for_inductor():
+    """Why `apply_ucpe_pointwise` exists: after inductor's decompositions the matmul form still holds a batched
+    matmul (a cuBLAS call per use on the GPU), the multiply-add form holds none, so it fuses into one kernel."""
+    from torch._inductor.decomposition import select_decomp_table
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    g = torch.Generator().manual_seed(2)
+    x, m = torch.randn(1, 2, 12, 16, generator=g), torch.randn(1, 1, 12, 4, 4, generator=g)
+    rope = cam_rope_freqs(16, 1, 3, 4)
+
+    def matmuls(fn):
+        gm = make_fx(lambda a, b: fn(a, b, rope), decomposition_table=select_decomp_table())(x, m)
+        return [n.target for n in gm.graph.nodes
+                if n.op == "call_function" and n.target in (torch.ops.aten.bmm.default, torch.ops.aten.mm.default)]
+
+    assert matmuls(apply_ucpe_fast)
+    assert not matmuls(apply_ucpe_pointwise)

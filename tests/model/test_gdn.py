@@ -657,3 +657,19 @@ def test_single_frame_fast_path_matches_naive(S, D):
     ref, s_ref = gdn.cam_delta_naive(q, k, v, beta, gamma, s=s)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(s2, s_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_gdn_gates_per_token_beta_and_per_frame_decay():
+    """beta is each token's sigmoid; gamma is one decay per frame, from the mean logit of the frame's tokens."""
+    g = torch.Generator().manual_seed(3)
+    b, t, s, h = 2, 3, 5, 4
+    beta_logit, decay_logit = torch.randn(b, t * s, h, generator=g), torch.randn(b, t * s, h, generator=g)
+    a_log, dt_bias = torch.randn(h, generator=g), torch.randn(h, generator=g)
+    beta, gamma = gdn.gdn_gates(beta_logit, decay_logit, a_log, dt_bias, t)
+    assert beta.shape == (b, h, t, s) and gamma.shape == (b, h, t)
+    for w, head, f in ((0, 0, 0), (1, 3, 2), (1, 2, 1)):
+        tokens = slice(f * s, (f + 1) * s)
+        torch.testing.assert_close(beta[w, head, f], torch.sigmoid(beta_logit[w, tokens, head]))
+        mean = decay_logit[w, tokens, head].mean()
+        want = torch.exp(-a_log[head].exp() * torch.log1p(torch.exp(mean + dt_bias[head])))
+        torch.testing.assert_close(gamma[w, head, f], want)
