@@ -61,9 +61,6 @@ class WorldModelConfig:
     #                                   from frame 0 (a rotation-only warp is wrong once the camera moved); 0 = no fade
     warp_skip_fill: bool = False      # the previous frame's pull acts only where the sink's does not reach: its
     #                                   validity times (1 - sink validity) times the sink's fade (see `_skip`)
-    warp_skip_fill_fade: str = "sink"  # how the fill fades: "sink", with the sink's fade (the distance from frame 0);
-    #                                   "source", with the distance from the previous frame's own pose, where the
-    #                                   sink's pull is invalid or faded (so turns after a walk keep following a warp)
     warp_skip_target: str = "image"   # what the skip pulls toward: "image", each warp's own latent (the
     #                                   conditioning); "chunk", the warp's latent as a chunk of tf frames
     #                                   (`warp.warp_chunks`: pixel space only, one clip encode per source)
@@ -75,10 +72,6 @@ class WorldModelConfig:
             raise ValueError("warp_skip needs warp_condition")
         if self.warp_skip_fill and not (self.warp_skip and self.warp_sink):
             raise ValueError("warp_skip_fill needs warp_skip and warp_sink")
-        if self.warp_skip_fill_fade not in ("sink", "source"):
-            raise ValueError(f"warp_skip_fill_fade must be 'sink' or 'source', got {self.warp_skip_fill_fade!r}")
-        if self.warp_skip_fill_fade == "source" and not (self.warp_skip_fill and self.warp_skip_range > 0):
-            raise ValueError("warp_skip_fill_fade='source' needs warp_skip_fill and a warp_skip_range > 0")
         if self.warp_skip_target not in ("image", "chunk"):
             raise ValueError(f"warp_skip_target must be 'image' or 'chunk', got {self.warp_skip_target!r}")
         if self.warp_skip_target == "chunk" and not (self.warp_skip and self.warp_space == "pixel"):

@@ -417,11 +417,8 @@ class StreamingGenerator:
                           write=write, stream=(state.chunk_index, state.slot_chunk), prepared=prepared)
 
     def _prepare(self, state: WorldState, frames: int, cond, pl, warp=None, skip_targets=None):
-        prev = None   # the previous-frame source's pose, for a fill that fades by it (a pair carries it itself)
-        if self.cfg.warp_skip_fill_fade == "source":
-            prev = (se3_inverse(state.pose0) @ state.pose).reshape(state.batch_size, 16).to(cond.dtype)
         return self.model.prepare(frames, cond, pl, state.caption, [frames], 0, (state.chunk_index, state.slot_chunk),
-                                  state.batch_size, self.device, warp, skip_targets, prev)
+                                  state.batch_size, self.device, warp, skip_targets)
 
     def _warp(self, state: WorldState, cond: torch.Tensor) -> tuple[torch.Tensor | None, Any]:
         """The next chunk's reprojection conditioning (model/warp.py): the state's last clean latent (or, in pixel

@@ -297,8 +297,7 @@ class SanaWMTransformer(nn.Module):
         return ctx
 
     def prepare(self, frames: int, camera_conditions, plucker, caption, chunks, frame_offset, stream, batch: int,
-                device, warp: torch.Tensor | None = None, skip_targets: Any = None,
-                prev_pose: torch.Tensor | None = None) -> Prepared:
+                device, warp: torch.Tensor | None = None, skip_targets: Any = None) -> Prepared:
         """Everything of a forward that does not depend on the noisy latents or the timestep: the attention context,
         the Plücker embedding, the caption tokens and the warp embedding. Denoising passes of one step share it.
 
@@ -307,10 +306,7 @@ class SanaWMTransformer(nn.Module):
         skip_targets: the chunk skip targets (`warp_targets` models) given apart, as a tensor or as a
         `parallel.beside` handle that the skip joins: warp then holds the conditioning only (for a streamed pair,
         `context`, the targets are the second chunk's). Why: the skip is a
-        pass's last op, so a CPU trace encodes the targets beside the pass's blocks (the generator's step).
-        prev_pose: [B, 16], the relative c2w (as in camera_conditions) of the latent before this call's first chunk,
-        for `warp_skip_fill_fade="source"`; None: frame 0 (a full sequence starts there; a streamed chunk must pass
-        it, a streamed pair has it in its first chunk)."""
+        pass's last op, so a CPU trace encodes the targets beside the pass's blocks (the generator's step)."""
         dtype = self.x_embedder.proj.weight.dtype
         ctx = self.context(frames, camera_conditions, chunks, frame_offset, device, stream=stream, batch=batch)
         plucker_emb = self.plucker_embedder(plucker.to(dtype)) if plucker is not None else None
@@ -341,12 +337,10 @@ class SanaWMTransformer(nn.Module):
             if self.cfg.warp_skip:   # a pair's skip is its second chunk's (given apart: those frames only)
                 target = skip_targets if apart else warp[:, sources:] if self.cfg.warp_targets else warp
                 cams = camera_conditions
-                fill_fade = self._fill_fade(cams, chunks or [frames], prev_pose)
                 if _is_pair(stream, chunks):
                     cams = None if cams is None else cams[:, chunks[0]:]
-                    fill_fade = None if fill_fade is None else fill_fade[:, chunks[0]:]
                     target = target if apart else target[:, :, chunks[0]:]
-                skip = (target, self._sink_fade(cams), fill_fade)
+                skip = (target, self._sink_fade(cams))
         return ctx, plucker_emb, y, warp_emb, skip
 
     def warp_of(self, latents: torch.Tensor, camera_conditions: torch.Tensor | None,
@@ -463,25 +457,8 @@ class SanaWMTransformer(nn.Module):
         d = c2w[..., :3, 3].norm(dim=-1)                                   # (B, T) metres
         return torch.exp(-d / self.cfg.warp_skip_range)
 
-    def _fill_fade(self, camera_conditions: torch.Tensor | None, chunks: list[int],
-                   prev_pose: torch.Tensor | None) -> torch.Tensor | None:
-        """`warp_skip_fill_fade="source"`: exp(-d / warp_skip_range) [B, T], d the camera's distance from the pose
-        of the previous-frame source (the last latent of the chunk before; `prev_pose` before the first chunk, frame
-        0 if None); None for the other mode or without cameras."""
-        if self.cfg.warp_skip_fill_fade != "source" or camera_conditions is None:
-            return None
-        pos = camera_conditions[..., :16].unflatten(-1, (4, 4))[..., :3, 3].float()      # (B, T, 3)
-        first = torch.zeros_like(pos[:, 0]) if prev_pose is None else \
-            prev_pose.unflatten(-1, (4, 4))[..., :3, 3].to(pos)                            # (B, 3)
-        src, start = [], 0
-        for c in chunks:   # every latent of a chunk reads the last latent of the chunk before
-            src += [first if start == 0 else pos[:, start - 1]] * c
-            start += c
-        d = (pos - torch.stack(src, 1)).norm(dim=-1)                                       # (B, T) metres
-        return torch.exp(-d / self.cfg.warp_skip_range)
-
     def _skip(self, v: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor, warp: torch.Tensor,
-              sink_fade: torch.Tensor | None, fill_fade: torch.Tensor | None = None) -> torch.Tensor:
+              sink_fade: torch.Tensor | None) -> torch.Tensor:
         """The output skip of `warp_skip` models: the x0 estimate x0 = x - sigma v moves toward each warped source by
         sigma * gate * validity, i.e. v += gate * validity * (x0 - warp), with no division by sigma; the gate is one
         number per source and latent channel. Why: where the view only turned, the warp is the answer (a warp-only
@@ -490,11 +467,8 @@ class SanaWMTransformer(nn.Module):
         rotates, so the sink's pull also fades with the distance walked since frame 0 (`sink_fade`). With
         `warp_skip_fill` the previous frame pulls only where the sink's warp is invalid, and with the sink's fade: a
         turn in place that leaves the start view then keeps following a warp (the sink alone held steps there), while
-        the previous frame, the model's own and re-warped every step, never overrides the start frame. With
-        `warp_skip_fill_fade="source"` (fill_fade given) the fill acts where the sink's pull is invalid or faded, and
-        fades with the distance from its own source's pose instead: a turn in place after a walk follows the warp of
-        the frame before it.
-        warp: [B, S*(C+1), T, h, w], S sources; sink_fade, fill_fade: [B, T] or None."""
+        the previous frame, the model's own and re-warped every step, never overrides the start frame.
+        warp: [B, S*(C+1), T, h, w], S sources; sink_fade: [B, T] or None."""
         c = self.cfg.in_channels
         warp = join(warp).to(v.dtype)   # a `beside` handle when the targets were encoded beside the pass
         sigma = (timestep.long().float() / 1000.0).to(v.dtype)[:, None, :, None, None]   # (B, 1, T, 1, 1)
@@ -506,10 +480,7 @@ class SanaWMTransformer(nn.Module):
             mask = src[:, c:]                                                # (B, 1, T, h, w)
             if s == 1 and fade is not None:
                 gate = gate * fade
-            if s == 0 and fill_fade is not None:   # where the sink's pull is weak, while near its own pose
-                sink = srcs[1][:, c:] * (1.0 if fade is None else fade)
-                mask = mask * (1.0 - sink) * fill_fade[:, None, :, None, None].to(v.dtype)
-            elif s == 0 and self.cfg.warp_skip_fill:  # only where the sink does not reach, while near frame 0
+            if s == 0 and self.cfg.warp_skip_fill:  # only where the sink does not reach, while near frame 0
                 mask = mask * (1.0 - srcs[1][:, c:]) * (1.0 if fade is None else fade)
             v = v + gate * mask * (x0 - src[:, :c])
         return v

@@ -174,7 +174,7 @@ def test_warp_skip_pulls_the_x0_estimate_toward_each_valid_warp_by_sigma_times_g
 _FADE = torch.exp(-torch.tensor([0.0, 0.3, 1.2]) / 0.5).view(1, 1, 3, 1, 1)   # micro's range 0.5 m
 
 
-def _walked_skip(model, masks, chunks=None):
+def _walked_skip(model, masks):
     """Three latent frames 0, 0.3 and 1.2 m from frame 0 at sigma 1, warps with validity `masks` [1, 2, 3, h, w]:
     (x, warp, gate, the x0 estimate with the gates at zero, v with random gates)."""
     cfg, c = model.cfg, model.cfg.in_channels
@@ -188,9 +188,9 @@ def _walked_skip(model, masks, chunks=None):
     gate = torch.randn(2, c)
     with torch.no_grad():
         model.warp_gate.zero_()
-        v0 = model(x, ts, cond, warp=warp, chunks=chunks)
+        v0 = model(x, ts, cond, warp=warp)
         model.warp_gate.copy_(gate)
-        v1 = model(x, ts, cond, warp=warp, chunks=chunks)
+        v1 = model(x, ts, cond, warp=warp)
     return x, warp, gate, x - v0, v1
 
 
@@ -351,43 +351,6 @@ def test_the_fill_skip_pulls_toward_the_previous_frame_only_where_the_sink_does_
     x, warp, gate, x0, v1 = _walked_skip(model, torch.ones(1, 2, 3, *model.cfg.latent_hw))
     torch.testing.assert_close(x - v1, x0 + gate[1].view(1, c, 1, 1, 1) * _FADE * (warp[:, c + 1:2 * c + 1] - x0),
                                atol=1e-5, rtol=1e-5)
-
-
-def test_a_source_faded_fill_follows_the_previous_frame_wherever_the_sinks_pull_is_weak():
-    """warp_skip_fill_fade="source": the previous frame pulls where the sink's pull (validity x its fade) is weak,
-    and fades with the distance from its own source, the latent before (0, 0.3, 0.9 m here), not from frame 0."""
-    with pytest.raises(ValueError, match="warp_skip_fill_fade"):
-        get_config("micro", warp_skip_fill_fade="frame")
-    with pytest.raises(ValueError, match="needs warp_skip_fill"):
-        get_config("micro", warp_skip_fill_fade="source")
-    model = micro_model(warp_skip_fill=True, warp_skip_fill_fade="source")[0].eval()
-    c = model.cfg.in_channels
-    x, warp, gate, x0, v1 = _walked_skip(model, torch.rand(1, 2, 3, *model.cfg.latent_hw).round(), [1, 1, 1])
-    m_prev, m_sink = warp[:, c:c + 1], warp[:, 2 * c + 1:]
-    own = torch.exp(-torch.tensor([0.0, 0.3, 0.9]) / 0.5).view(1, 1, 3, 1, 1)
-    want = x0 + gate[0].view(1, c, 1, 1, 1) * m_prev * (1 - m_sink * _FADE) * own * (warp[:, :c] - x0) \
-        + gate[1].view(1, c, 1, 1, 1) * _FADE * m_sink * (warp[:, c + 1:2 * c + 1] - x0)
-    torch.testing.assert_close(x - v1, want, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("chunk_frames", [1, 2], ids=["pairs", "chunks-of-2"])
-def test_source_faded_fill_streams_as_the_full_forward(chunk_frames):
-    """The fill's source pose comes from the pair's first chunk, or from the state's last pose (chunks of 2 latents,
-    no pair): streaming a walk that moves and turns equals the recompute reference either way."""
-    kw = {"warp_space": "pixel", "warp_skip_fill": True, "warp_skip_target": "chunk", "warp_skip_fill_fade": "source",
-          "warp_skip_range": 0.1, "chunk_frames": chunk_frames}
-    gen = StreamingGenerator(*micro_model(**kw), batch_size=2)
-    first = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
-    state, ref = gen.reset(first, seed=4), RecomputeGenerator(gen)
-    ref.reset(first, seed=4)
-    k = gen.frames_per_step
-    for i in range(4):   # walk 4 cm per frame for two steps, then turn in place
-        c2w = np.stack([_rot("yaw", 0.05 * max(0, i * k + j + 1 - 2 * k)) for j in range(k)])
-        c2w[:, 2, 3] = 0.04 * np.minimum(np.arange(i * k + 1, (i + 1) * k + 1), 2 * k)
-        c2w = torch.tensor(c2w).expand(2, k, 4, 4)
-        _, lat = gen.step(state, c2w.clone(), return_latents=True)
-        want = ref.step(c2w.clone())
-        assert ((lat - want).norm() / want.norm()).item() < 1e-4
 
 
 def _r(axis: str, a: float) -> torch.Tensor:
