@@ -319,6 +319,12 @@ def apply_ucpe_fast(x: torch.Tensor, matrix: torch.Tensor, rope: torch.Tensor | 
     half = x.shape[-1] // 2
     groups = x[..., :half].unflatten(-1, (half // 4, 4))                                 # [B, H, N, G, 4]
     projected = (groups.to(matrix.dtype) @ matrix.transpose(-1, -2)).flatten(-2)        # c <- M c per group
+    return _join_rotated(x, projected, rope, inverse)
+
+
+def _join_rotated(x: torch.Tensor, projected: torch.Tensor, rope: torch.Tensor | None, inverse: bool) -> torch.Tensor:
+    """[projected first half | x's second half under the camera RoPE (None: as is)], in x's dtype."""
+    half = x.shape[-1] // 2
     rotated = x[..., half:] if rope is None else apply_rope(x[..., half:], rope, inverse=inverse)
     return torch.cat([projected.to(x.dtype), rotated], dim=-1)
 
@@ -335,8 +341,7 @@ def apply_ucpe_pointwise(x: torch.Tensor, matrix: torch.Tensor, rope: torch.Tens
     half = x.shape[-1] // 2
     groups = x[..., :half].unflatten(-1, (half // 4, 4)).to(matrix.dtype)                # [B, H, N, G, 4]
     projected = (groups.unsqueeze(-2) * matrix.unsqueeze(-3)).sum(-1).flatten(-2)      # out_i = sum_j M_ij c_j
-    rotated = x[..., half:] if rope is None else apply_rope(x[..., half:], rope, inverse=inverse)
-    return torch.cat([projected.to(x.dtype), rotated], dim=-1)
+    return _join_rotated(x, projected, rope, inverse)
 
 
 def post_ucpe_renorm(x_after: torch.Tensor, x_before: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
