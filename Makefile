@@ -23,7 +23,8 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
-# The compiled (inductor) step against eager: C++ compilation takes minutes, so it is not part of `make test`.
+# The compiled (inductor) step and fused kernels against eager: C++ compilation takes minutes, so it is not part of
+# `make test`.
 test-inductor: $(STAMP)
 	SANAWM_INDUCTOR=1 $(VENV)/bin/pytest -q -m inductor
 
