@@ -306,11 +306,11 @@ def main(argv=None) -> dict:
                     res["steps"].append(r)
                     p50[preset, batch, mode] = r["p50_ms"]
                     print(r, flush=True)
-        res["graph_speedup"] = {f"{p}_b{b}": p50[p, b, "eager"] / p50[p, b, "graph"] for p, b, m in p50 if m == "eager"}
-        res["fuse_speedup"] = {f"{p}_b{b}": p50[p, b, "graph"] / p50[p, b, "graph+fuse"]
-                               for p, b, m in p50 if m == "eager"}
-        res["fuse_block_speedup"] = {f"{p}_b{b}": p50[p, b, "graph"] / p50[p, b, "graph+fuse block"]
-                                     for p, b, m in p50 if m == "eager"}
+        def over(slow: str, fast: str) -> dict:   # p50 ratio of two modes, per preset and batch
+            return {f"{p}_b{b}": p50[p, b, slow] / p50[p, b, fast] for p, b, m in p50 if m == "eager"}
+        res["graph_speedup"] = over("eager", "graph")
+        res["fuse_speedup"] = over("graph", "graph+fuse")
+        res["fuse_block_speedup"] = over("graph", "graph+fuse block")
         try:
             res["switch"] = [bench_switch(a.gpu_presets[0], dev, torch.bfloat16, b, a.steps) for b in (1, 64)]
         except Exception as e:
@@ -346,10 +346,10 @@ def main(argv=None) -> dict:
               f"{f[f'step_{a.long_steps}_ms']:.1f} ms (ratio {f['latency_ratio']:.2f}); "
               f"nbytes ratio {f['nbytes_ratio']:.2f}")
     if cuda:
-        print("\ngraph over eager (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["graph_speedup"].items()))
-        print("fused graph over graph (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["fuse_speedup"].items()))
-        print("fused-block graph over graph (p50): " +
-              ", ".join(f"{k} {v:.2f}x" for k, v in res["fuse_block_speedup"].items()))
+        print()
+        for key, what in (("graph_speedup", "graph over eager"), ("fuse_speedup", "fused graph over graph"),
+                          ("fuse_block_speedup", "fused-block graph over graph")):
+            print(f"{what} (p50): " + ", ".join(f"{k} {v:.2f}x" for k, v in res[key].items()))
         for r in res.get("switch", []):
             print(f"graph, {r['preset']} b{r['batch']}: same state {r['same_state_ms']:.1f} ms, two states in turn "
                   f"{r['alternating_ms']:.1f} ms (state {r['state_mb']:.1f} MB)")
