@@ -200,6 +200,38 @@ def test_pack_halves_the_release_and_it_still_loads(data, tmp_path):
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
 
 
+def test_pack_config_from_hands_over_the_release_knobs_and_refuses_another_architecture(tmp_path):
+    """A fine-tune is written with its preset's config; --config-from gives the packed copy the config of the
+    model it replaces (here its denoising timesteps), and a reference whose weights would not fit is refused
+    without leaving a file."""
+    from model.checkpoint import read_config, save_checkpoint
+    from model.train.pack import config_changes
+    from model.train.pack import main as pack_main
+
+    torch.manual_seed(0)
+    run = tmp_path / "ft"
+    trained = build_model(get_config("micro"))
+    save_checkpoint(trained, run / "dit.safetensors")
+    ref = save_checkpoint(build_model(get_config("micro", denoise_timesteps=(1000, 0))), tmp_path / "ref.safetensors",
+                          metadata={"render": json.dumps({"supersample": 2})})
+    assert config_changes(run / "dit.safetensors", ref) == {
+        "denoise_timesteps": (list(get_config("micro").denoise_timesteps), [1000, 0])}
+
+    pack_main([str(tmp_path / "out"), str(run), "--config-from", str(ref)])
+    packed = tmp_path / "out" / "ft.safetensors"
+    assert read_config(packed).denoise_timesteps == (1000, 0)
+    sd, meta = read_state_dict(packed)
+    assert json.loads(meta["render"]) == {"supersample": 2}
+    for k, v in trained.state_dict().items():
+        assert torch.equal(sd[k].float(), v.half().float()), k
+
+    wide = save_checkpoint(build_model(get_config("micro", hidden_size=2 * get_config("micro").hidden_size)),
+                           tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="does not fit the weights"):
+        pack_main([str(tmp_path / "out2"), str(run), "--config-from", str(wide)])
+    assert not (tmp_path / "out2" / "ft.safetensors").exists()
+
+
 def test_init_from_weights_without_the_warp_branch_starts_it_silent(tmp_path):
     """Weights trained before `warp_condition` load into a warp-conditioned model with the branch at zero, so the
     fine-tune starts from exactly the old model; a checkpoint that has the branch must still match it fully."""
