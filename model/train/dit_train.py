@@ -111,6 +111,9 @@ class Args(RunArgs):
     """start from these weights (a dit.safetensors or a last.pt), e.g. x0 fine-tuning of a flow model"""
     preset: str = "tiny"
     """model preset (model.config.PRESETS)"""
+    denoise_timesteps: tuple[int, ...] | None = None
+    """few-step timesteps of the x0 levels, the self-forcing rollouts and evaluation, written into the release
+    config (e.g. 1000,0 to train the one pass that ships); none = the preset's"""
     objective: str = "flow"
     """flow, x0 or self-forcing (see the module docstring)"""
     steps: int = 30000
@@ -161,7 +164,7 @@ TRAIN_FIELDS = ["step", "loss", "main", "flow_reg", "lr", "grad_norm", "seq", "b
                 "elapsed_s"]
 EVAL_FIELDS = ["step", "val_flow", "fewstep_mse", "rollout_mse", "rollout_mse_last", "fewstep_psnr", "rollout_psnr",
                "rollout_ssim"]
-RESUME_KEYS = ("preset", "objective")
+RESUME_KEYS = ("preset", "objective", "denoise_timesteps")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -423,7 +426,7 @@ def train(args: Args, on_step=None) -> Path:
 def _train(args: Args, dist: Dist, on_step) -> Path:
     device = resolve_device(args.device, dist)
     setup_threads(args.threads, device)
-    cfg = get_config(args.preset)
+    cfg = get_config(args.preset, **({"denoise_timesteps": args.denoise_timesteps} if args.denoise_timesteps else {}))
     schedule = parse_seq_schedule(args.seq_schedule, cfg, args.batch)
     longest = max(t for t, _, _ in schedule)
     out = Path(args.out)

@@ -200,6 +200,31 @@ def test_pack_halves_the_release_and_it_still_loads(data, tmp_path):
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
 
 
+def test_denoise_timesteps_train_and_ship_the_one_pass(data, tmp_path, monkeypatch):
+    """--denoise-timesteps 1000,0: the x0 levels and the self-forcing rollout use that schedule, and the release
+    says so; a resume with another schedule is refused."""
+    import model.train.dit_train as dt
+    import model.train.evaluate as ev
+    from model.checkpoint import read_config
+    from model.train.common import parse_args
+
+    seen = {}
+    real = ev.few_step_sigmas
+    for mod in (dt, ev):   # the x0 levels (dit_train) and the rollout's sampler (evaluate)
+        monkeypatch.setattr(mod, "few_step_sigmas",
+                            lambda cfg, m=mod.__name__: seen.setdefault(m, set()).add(cfg.denoise_timesteps)
+                            or real(cfg))
+    cache, _ = data
+    args = parse_args(Args, ["--latents", str(cache), "--denoise-timesteps", "1000,0"])
+    assert args.denoise_timesteps == (1000, 0)
+    out = tmp_path / "one"
+    train(_args(data, out, steps=2, seq_schedule="3:2", objective="self-forcing", denoise_timesteps=(1000, 0)))
+    assert seen == {dt.__name__: {(1000, 0)}, ev.__name__: {(1000, 0)}}
+    assert read_config(out / "dit.safetensors").denoise_timesteps == (1000, 0)
+    with pytest.raises(ValueError, match="denoise_timesteps"):
+        train(_args(data, out, steps=3, seq_schedule="3:3", objective="self-forcing", resume=True))
+
+
 def test_pack_config_from_hands_over_the_release_knobs_and_refuses_another_architecture(tmp_path):
     """A fine-tune is written with its preset's config; --config-from gives the packed copy the config of the
     model it replaces (here its denoising timesteps), and a reference whose weights would not fit is refused
