@@ -10,7 +10,8 @@
 # caches that already hold warp inputs (model/train/warps.py). Env: EXPORT_S (render deadline, 75 s), WORKERS (render
 # processes, 15), CLIPS (clips per render batch, 20), KINDS (trajectory mix; default: the ninth session's mix with
 # turns in place), VAL_CLIPS (held-out clips, 48, scene seeds from 300000: neither training nor benchmark scenes),
-# DEVICE (cuda; cpu for a dry run) and gpu_train.sh's OBJECTIVES / BATCH / SCHEDULE / LR / GATE_LR_SCALE / EMA.
+# DEVICE (cuda; cpu for a dry run) and gpu_train.sh's OBJECTIVES / BATCH / SCHEDULE / LR / GATE_LR_SCALE / EMA /
+# DENOISE.
 # OUT_DIR gets gpu_tests.log, caches.txt, the trained weights (half precision), runs.tgz (csv logs, budgets) and
 # session.tgz (render, latent and warp logs). The step benchmarks are benchmarks/gpu_check.sh's.
 set -uo pipefail
