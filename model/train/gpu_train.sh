@@ -29,7 +29,8 @@ for obj in ${OBJECTIVES:-x0}; do
     --objective "$obj" --steps 40000 --batch "${BATCH:-256}" --seq-schedule "${SCHEDULE:-9:40000}" --warmup 100 \
     --lr "${LR:-3e-4}" --eval-every 1000000 --eval-count 16 --ckpt-every 1000000 --log-every 25 --minutes "$MIN" \
     --calib-steps 30 --device "${DEVICE:-cuda}" --no-amp --no-progress ${INIT:+--init "$INIT"} ${VAE:+--vae "$VAE"} \
-    --gate-lr-scale "${GATE_LR_SCALE:-0}" --ema "${EMA:-0.99}" ${DENOISE:+--denoise-timesteps "$DENOISE"} > work/dit_$obj.log 2>&1 &
+    --gate-lr-scale "${GATE_LR_SCALE:-0}" --ema "${EMA:-0.99}" ${DENOISE:+--denoise-timesteps "$DENOISE"} \
+    > work/dit_$obj.log 2>&1 &
 done
 wait
 python -m model.train.pack "$OUT" work/dit_*/
