@@ -3,6 +3,7 @@
 - `sana-wm-1600m-720p`: the published architecture (2,661,800,448 parameters); loads official weights.
 - `tiny`: the embedded default, trained on the procedural worlds; runs on a laptop CPU.
 - `tiny64`: tiny's blocks at 64x64 frames (16 tokens per frame), the shipped embedded model.
+- `tiny128`: tiny64 at 128x128 frames, the same 16 tokens per frame (patch 4); grown from tiny64 (`model.train.grow`).
 - `micro`: unit tests; the smallest configuration that still exercises every code path.
 """
 
@@ -151,28 +152,27 @@ class WorldModelConfig:
         return WorldModelConfig(**raw)
 
 
+# The embedded family: tiny's blocks, warps and skip; the variants below change only the frame size and patch.
+_TINY = WorldModelConfig(
+    name="tiny", in_channels=16, hidden_size=192, depth=8, num_heads=4, patch_size=(1, 2, 2), mlp_ratio=2.0,
+    denoise_timesteps=(1000, 750, 0),
+    caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
+    chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
+    cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
+    warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True, warp_skip_target="chunk",
+)
+
 PRESETS: dict[str, WorldModelConfig] = {
     "sana-wm-1600m-720p": WorldModelConfig(name="sana-wm-1600m-720p"),
-    "tiny": WorldModelConfig(
-        name="tiny", in_channels=16, hidden_size=192, depth=8, num_heads=4, patch_size=(1, 2, 2), mlp_ratio=2.0,
-        denoise_timesteps=(1000, 750, 0),
-        caption_channels=64, caption_len=8, height=128, width=128, vae_spatial=8, vae_temporal=4,
-        chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True, warp_skip_target="chunk",
-    ),
+    "tiny": _TINY,
     # The shipped variant of tiny, sized to the compute we have: 64x64 frames, 8x8 latents patched 2x2 into a 4x4
     # token grid (16 tokens per frame: a quarter of tiny's training and streaming cost), same blocks. The shipped
     # checkpoint's config runs one pass, denoise_timesteps=(1000, 0) (stage 12, model card item 12); the preset
     # keeps the two levels it was trained at.
-    "tiny64": WorldModelConfig(
-        name="tiny64", in_channels=16, hidden_size=192, depth=8, num_heads=4, patch_size=(1, 2, 2), mlp_ratio=2.0,
-        denoise_timesteps=(1000, 750, 0),
-        caption_channels=64, caption_len=8, height=64, width=64, vae_spatial=8, vae_temporal=4,
-        chunk_frames=1, first_chunk_frames=1, sink_chunks=1, window_chunks=3, vae="tiny",
-        cam_sdpa_pad=False, softmax_bf16=False, rope_window=True, warp_condition=True, warp_sink=True,
-        warp_space="pixel", warp_skip=True, warp_skip_range=0.1, warp_skip_fill=True, warp_skip_target="chunk",
-    ),
+    "tiny64": replace(_TINY, name="tiny64", height=64, width=64),
+    # tiny64 at 128x128 frames: 16x16 latents patched 4x4 keep its 4x4 token grid, so its blocks carry over and only
+    # the patch maps change (`python -m model.train.grow`).
+    "tiny128": replace(_TINY, name="tiny128", patch_size=(1, 4, 4)),
     "micro": WorldModelConfig(
         name="micro", in_channels=4, hidden_size=32, depth=4, num_heads=2, patch_size=(1, 2, 2),
         denoise_timesteps=(1000, 500, 0),
