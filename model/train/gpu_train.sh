@@ -13,7 +13,8 @@
 # - LR (default 3e-4), GATE_LR_SCALE (default 0: the output skip's gates stay as INIT has them), EMA (0.99);
 # - VAE: the caches' VAE (pixel-space warp models need it for evaluation and self-forcing);
 # - DENOISE (default 1000,0, the one pass the shipped model runs; empty = the preset's schedule): the timesteps of
-#   the x0 levels and self-forcing rollouts, written into the release config (stage 14 trained this way).
+#   the x0 levels and self-forcing rollouts, written into the release config (stage 14 trained this way);
+# - PRESET (default tiny64): tiny128 trains a grown model (model/train/tiny128.sh) on 128x128 caches.
 # Each budget (--minutes) includes its calibration; logs and budgets go into OUT/runs.tgz.
 set -uo pipefail
 OUT=${1:?usage: gpu_train.sh OUT_DIR MINUTES CACHES VAL_CACHE [INIT]}
@@ -25,7 +26,7 @@ DENOISE=${DENOISE-1000,0}
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 mkdir -p "$OUT" work
 for obj in ${OBJECTIVES:-x0}; do
-  python -m model.train.dit_train --latents "$CACHES" --val "$VAL" --out work/dit_$obj --preset tiny64 \
+  python -m model.train.dit_train --latents "$CACHES" --val "$VAL" --out work/dit_$obj --preset "${PRESET:-tiny64}" \
     --objective "$obj" --steps 40000 --batch "${BATCH:-256}" --seq-schedule "${SCHEDULE:-9:40000}" --warmup 100 \
     --lr "${LR:-3e-4}" --eval-every 1000000 --eval-count 16 --ckpt-every 1000000 --log-every 25 --minutes "$MIN" \
     --calib-steps 30 --device "${DEVICE:-cuda}" --no-amp --no-progress ${INIT:+--init "$INIT"} ${VAE:+--vae "$VAE"} \

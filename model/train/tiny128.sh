@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The 128x128 candidate from the shipped 64x64 DiT, end to end (eighteenth session; model card item 16):
+# render 960 in-place-turn clips at 128x128, their latents and pixel-space warp inputs through the shipped VAE, grow
+# the DiT to 128x128 frames at the same token grid, then fine-tune it (x0 few-step + 0.5 flow, one pass).
+#
+#   bash model/train/tiny128.sh OUT_DIR [MINUTES]        # MINUTES of training (default 43); CPU, 2 processes
+#
+# On this 2-core CPU: render 6 min, latents + warps 16 min, grow 20 s, training as budgeted. Env: LR (3e-4),
+# INIT (model/weights/tiny_dit.safetensors, the 64x64 weights to grow), THREADS (1 per process), SEEDS,
+# CLIPS (480 per seed; e.g. CLIPS=8 with MINUTES 0.5 for a dry run).
+set -euo pipefail
+OUT=${1:?usage: tiny128.sh OUT_DIR [MINUTES]}
+MIN=${2:-43}
+PY=${PY:-python}
+VAE=model/weights/tiny_vae.safetensors
+INIT=${INIT:-model/weights/tiny_dit.safetensors}
+export OMP_NUM_THREADS=${THREADS:-1}
+mkdir -p "$OUT"
+caches=()
+for s in ${SEEDS:-70000 71000}; do
+  d=$OUT/look128_$s
+  (
+    $PY -m sanawm_env.scenes.export --out "$d" --clips "${CLIPS:-480}" --frames 33 --size 128 --png --seed "$s" \
+      --clips-per-scene 8 --kinds walk=0.3,path=0.1,rotation=0.1,look=0.3,revisit=0.1,orbit=0.05,jitter=0.05 \
+      > /dev/null
+    $PY -m model.train.latents --data "$d/index.json" --vae $VAE --out "${d}_lat" --window 9 \
+      --threads "$OMP_NUM_THREADS" --no-progress
+    $PY -m model.train.warps --latents "${d}_lat/latents.json" --vae $VAE --preset tiny128 \
+      --threads "$OMP_NUM_THREADS" --no-progress
+  ) > "$OUT/prep_$s.log" 2>&1 &
+  caches+=("${d}_lat/latents.json")
+done
+wait
+first=${SEEDS:-70000}; first=${first%% *}
+$PY -m model.train.grow --init "$INIT" --size 128 --data "$OUT/look128_$first/index.json" --vae $VAE \
+  --out "$OUT/grow" --name tiny128 --frames 1024 --no-progress
+$PY -m model.train.dit_train --latents "$(IFS=,; echo "${caches[*]}")" --vae $VAE --init "$OUT/grow/dit.safetensors" \
+  --out "$OUT/x0" --preset tiny128 --denoise-timesteps 1000,0 --objective x0 --lr "${LR:-3e-4}" --ema 0.99 \
+  --gate-lr-scale 0 --batch 8 --seq-schedule 9:100000 --warmup 10 --minutes "$MIN" --calib-steps 16 \
+  --ckpt-every 50 --eval-every 100000 --log-every 10 --threads "$OMP_NUM_THREADS" --device cpu --no-progress
+$PY -m model.train.pack "$OUT" "$OUT/x0" --config-from "$OUT/grow/dit.safetensors"
+cp $VAE "$OUT/x0_vae.safetensors"
+echo "candidate: $OUT/x0.safetensors; measure: python benchmarks/fidelity.py --checkpoint $OUT/x0.safetensors"
