@@ -9,7 +9,8 @@ patches and tokens see a new size. The VAE's latents of one frame at two sizes a
 (model card, item 15: 44 % apart after 2x2 pooling), so the new maps are fitted, by least squares on frames of
 the training data and the same frames area-downsampled: A takes a large-frame patch to the small frame's patch
 (what the old embeddings read), B the small patch back to the large one (what the old output layer wrote). Then
-x_embedder' = x_embedder A, final' = B final, and the warp embeddings get A on their latent channels. The
+x_embedder' = x_embedder A, final' = B final, and the warp embeddings get A on their latent channels (with A's
+intercept, so a warp's zero-filled invalid area reads it: rms 0.07 of the unit-variance latents at 128x128). The
 per-latent-pixel channels that are smooth in space (Plücker rays, the warp's validity mask) are spread over the
 finer grid. The grown model starts where the small one was, and a fine-tune teaches it the detail B cannot.
 """
@@ -122,14 +123,14 @@ def grow(model: SanaWMTransformer, size: int, maps: dict, name: str = "") -> San
     cfg = grown_config(model.cfg, size, name)
     k = cfg.patch_size[1] // model.cfg.patch_size[1]
     new = build_model(cfg)
-    sd = {name: v.clone() for name, v in model.state_dict().items()}
+    sd = {key: v.clone() for key, v in model.state_dict().items()}
     lat = cfg.in_channels
-    for name in ("x_embedder", "warp_embedder", "sink_embedder"):
-        conv = getattr(model, name, None)
+    for emb in ("x_embedder", "warp_embedder", "sink_embedder"):
+        conv = getattr(model, emb, None)
         if conv is not None:
-            sd[f"{name}.proj.weight"], sd[f"{name}.proj.bias"] = _embed(conv.proj, maps["A"], maps["a"], lat, k)
-    for name in ("plucker_embedder", "raymap_embedder"):
-        sd[f"{name}.proj.weight"] = _spread(getattr(model, name).proj.weight, k)
+            sd[f"{emb}.proj.weight"], sd[f"{emb}.proj.bias"] = _embed(conv.proj, maps["A"], maps["a"], lat, k)
+    for emb in ("plucker_embedder", "raymap_embedder"):
+        sd[f"{emb}.proj.weight"] = _spread(getattr(model, emb).proj.weight, k)
     # final linear: rows are (q, r, c) per token (`unpatchify`); B works on (c, q, r) patches as fitted
     lin = model.final_layer.linear
     p = model.cfg.patch_size[1]
