@@ -17,6 +17,7 @@ INIT=${INIT:-model/weights/tiny_dit.safetensors}
 export OMP_NUM_THREADS=${THREADS:-1}
 mkdir -p "$OUT"
 caches=()
+pids=()
 for s in ${SEEDS:-70000 71000}; do
   d=$OUT/look128_$s
   (
@@ -28,9 +29,10 @@ for s in ${SEEDS:-70000 71000}; do
     $PY -m model.train.warps --latents "${d}_lat/latents.json" --vae $VAE --preset tiny128 \
       --threads "$OMP_NUM_THREADS" --no-progress
   ) > "$OUT/prep_$s.log" 2>&1 &
+  pids+=($!)
   caches+=("${d}_lat/latents.json")
 done
-wait
+for p in "${pids[@]}"; do wait "$p"; done    # a bare `wait` returns 0 even when a prep failed; set -e stops here
 first=${SEEDS:-70000}; first=${first%% *}
 $PY -m model.train.grow --init "$INIT" --size 128 --data "$OUT/look128_$first/index.json" --vae $VAE \
   --out "$OUT/grow" --name tiny128 --frames 1024 --no-progress
