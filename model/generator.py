@@ -86,7 +86,8 @@ class StreamingGenerator:
                  dtype: torch.dtype = torch.float32, batch_size: int = 1, graph: bool = False,
                  sampler: str = "euler", trace: bool = False, render: dict | None = None,
                  denoise_timesteps: Sequence[int] | None = None, compile: bool | str = False,
-                 specialize: bool = True, fuse: bool | str | Callable = False, fuse_scope: str = "ops"):
+                 specialize: bool = True, fuse: bool | str | Callable = False, fuse_scope: str = "ops",
+                 visible_noise: bool = True):
         """denoise_timesteps: the per-step schedule, falling to 0 (default: the checkpoint's `cfg.denoise_timesteps`);
         one pass fewer took 28 % off the traced CPU step (`benchmarks/step_latency.py`), at the quality
         `benchmarks/fidelity.py` measures.
@@ -103,7 +104,11 @@ class StreamingGenerator:
         or callable names another torch.compile backend (the CPU tests use "aot_eager"). fuse_scope "ops" compiles
         each hot function alone; "block" compiles each block's whole forward, the glue between them included (one
         compiled forward per kind of block, shared by all of them). The kernels are the model's: generators built on
-        one model object use the last one's choice."""
+        one model object use the last one's choice.
+        visible_noise: the sampler's noise projected onto the part of each latent patch that the patch embedding sees
+        (`PatchEmbed.visible_projector`). A no-op where it sees all of it (64 values per patch of tiny64 and the
+        published preset); where it does not (tiny128: 256 values, 192 channels), the unseen noise would pass through
+        x0 = x - sigma * v into the frames as coloured speckle. The model's outputs are the same either way."""
         cfg = model.cfg
         self.device = torch.device(device)
         self.graph, self.trace, self.specialize = bool(graph), bool(trace), bool(specialize)
@@ -146,6 +151,8 @@ class StreamingGenerator:
         for blk in self.model.blocks:  # inference: one input matmul per attention instead of seven
             blk.attn.fuse_projections()
         self.model.fuse_kernels(self.fuse, fuse_scope)
+        projector = self.model.x_embedder.visible_projector() if visible_noise else None
+        self._noise_projector = None if projector is None else projector.to(self.device, torch.float32)
         self.vae = vae.to(self.device).eval()
         # The encoder's state after the pad frames of every image (weights only): images encode from it.
         self._prefix = self.vae.image_prefix(cfg.height, cfg.width)
@@ -287,6 +294,11 @@ class StreamingGenerator:
         eye = torch.eye(4, dtype=torch.float64, device=self.device).expand(b, self.cfg.vae_temporal, 4, 4)
         cond, pl = self._chunk_camera(eye, k_lat)
         return cond, pl
+
+    def _noise(self, seed: torch.Tensor, counter: torch.Tensor, salt: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """The sampler's noise [B, *shape]: `counter_normal`, with `visible_noise` projected per patch."""
+        z = counter_normal(seed, counter, salt, shape, self.dtype)
+        return z if self._noise_projector is None else self.model.x_embedder.project(z, self._noise_projector)
 
     def _k_lat(self, intrinsics: torch.Tensor) -> torch.Tensor:
         return scale_intrinsics(intrinsics.float(), self.frame_hw, self.cfg.latent_hw)
@@ -467,7 +479,7 @@ class StreamingGenerator:
         rel = se3_inverse(state.pose0)[:, None] @ c2w                            # (B, K, 4, 4) relative to frame 0
         cond, pl = self._chunk_camera(rel, self._k_lat(state.intrinsics))
         warp, targets = self._warp(state, cond)
-        x = counter_normal(state.seed, state.chunk_index, 0, (cfg.in_channels, tc, lat_h, lat_w), self.dtype)
+        x = self._noise(state.seed, state.chunk_index, 0, (cfg.in_channels, tc, lat_h, lat_w))
         passes = list(zip(self.sigmas[:-1], self.sigmas[1:]))
         if self.defer_clean:
             # The pending chunk's clean pass and this chunk's first pass in one call (a streamed pair): it writes the
@@ -498,8 +510,7 @@ class StreamingGenerator:
                 x = x + (nxt - sig) * v
             else:  # predict x0, re-noise to the next level with fresh noise (few-step distilled sampling)
                 x0 = x - sig * v
-                x = (1.0 - nxt) * x0 + nxt * counter_normal(state.seed, state.chunk_index, i + 1,
-                                                              x.shape[1:], self.dtype)
+                x = (1.0 - nxt) * x0 + nxt * self._noise(state.seed, state.chunk_index, i + 1, x.shape[1:])
             v = None
         # Not deferred: the clean pass (DiT caches) and the decode (VAE cache) read the same latent and write
         # disjoint state, so a CPU trace runs them at once (model/parallel.py). Its output is not read, so it runs
@@ -680,8 +691,7 @@ class RecomputeGenerator:
         lat_h, lat_w = cfg.latent_hw
         cond, pl = g._chunk_camera(se3_inverse(self.pose0)[:, None] @ c2w, g._k_lat(self.k))
         chunk = len(self.latents)
-        x = counter_normal(self.seed, torch.full((b,), chunk, device=g.device), 0,
-                           (cfg.in_channels, tc, lat_h, lat_w), g.dtype)
+        x = g._noise(self.seed, torch.full((b,), chunk, device=g.device), 0, (cfg.in_channels, tc, lat_h, lat_w))
         hist = torch.cat(self.latents, dim=2)
         conds = torch.cat(self.conds + [cond], dim=1)
         pls = torch.cat(self.pluckers + [pl], dim=2)
@@ -695,8 +705,8 @@ class RecomputeGenerator:
                 x = x + (nxt - sig) * v
             else:
                 x0 = x - sig * v
-                x = (1.0 - nxt) * x0 + nxt * counter_normal(self.seed, torch.full((b,), chunk, device=g.device),
-                                                              i + 1, x.shape[1:], g.dtype)
+                x = (1.0 - nxt) * x0 + nxt * g._noise(self.seed, torch.full((b,), chunk, device=g.device), i + 1,
+                                                      x.shape[1:])
         self.latents.append(x)
         self.conds.append(cond)
         self.pluckers.append(pl)

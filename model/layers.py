@@ -93,6 +93,34 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, T, h, w) -> (B, T*h*w, C)
 
+    def visible_projector(self) -> torch.Tensor | None:
+        """(D, D) float64 orthogonal projector onto the patch vectors this embedding can tell apart (its weight's row
+        space; D = C * pt * ph * pw in the weight's (c, t, h, w) order), or None where it tells all of them apart.
+
+        Where D exceeds the hidden size (tiny128: 256 values per patch, 192 channels), part of every patch is
+        invisible to the model, so a sampler's x0 = x - sigma * v keeps that part of the noise in x: it decodes as
+        coloured speckle. Noise projected onto the row space leaves every model output unchanged and removes it."""
+        w = self.proj.weight.detach().flatten(1)                           # (hidden, D)
+        if w.shape[0] >= w.shape[1]:   # by the shape, reading no value back: a trained map this wide has full rank
+            return None
+        w = w.double()
+        return torch.linalg.pinv(w) @ w
+
+    def visible(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, C, T, H, W] projected per patch onto what this embedding sees, z itself where it sees all; the
+        projector comes from the weights at each call (training, where they change; a generator keeps its own)."""
+        projector = self.visible_projector()
+        return z if projector is None else self.project(z, projector.to(z.device))
+
+    def project(self, x: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
+        """Each patch of x [B, C, T, H, W] replaced by its projection (projector: (D, D), e.g. `visible_projector`)."""
+        b, c, t, h, w = x.shape
+        pt, ph, pw = self.patch
+        v = x.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        shape = v.shape                                                    # (B, T', H', W', C, pt, ph, pw)
+        v = v.reshape(*shape[:4], -1) @ projector.to(x.dtype).T             # (B, T', H', W', D)
+        return v.reshape(shape).permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, c, t, h, w)
+
 
 class CrossAttention(nn.Module):
     """Queries from the video tokens, keys and values from the caption; full-width q/k RMSNorm; no gate."""

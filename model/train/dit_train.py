@@ -235,7 +235,7 @@ def loss_flow(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws, 
     tf = torch.rand(bsz, generator=rng.cpu) < args.teacher_forcing
     t_chunk[tf, :-1] = 0
     t = torch.cat([torch.zeros(bsz, 1), t_chunk], 1)[:, _frame_chunks(layout, "cpu")].to(x0.device)   # (B, T)
-    noise = torch.randn(x0.shape, generator=rng.dev, device=x0.device)
+    noise = model.x_embedder.visible(torch.randn(x0.shape, generator=rng.dev, device=x0.device))  # as sampled
     x = add_noise(x0, noise, t / 1000)
     with autocast(x0.device, args.amp):
         v = model(x, t, b.cond, b.plucker, chunks=layout, warp=b.warp_of(model, x0, layout, vae))  # clean x0
@@ -265,7 +265,7 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
     lvl[clean_hist, :-1] = -1                                                    # -1: clean history at t = 0
     lvl = torch.cat([torch.full((bsz, 1), -1), lvl], 1)[:, _frame_chunks(layout, "cpu")]   # (B, T)
     target = (lvl >= 0).to(dev)
-    noise = torch.randn(x0.shape, generator=rng.dev, device=dev)
+    noise = model.x_embedder.visible(torch.randn(x0.shape, generator=rng.dev, device=dev))   # as the generator's
     ctx = x0 if history is None else torch.cat([history[:, :, :t_all - layout[-1]], x0[:, :, -layout[-1]:]], 2)
     x = torch.where(target[:, None, :, None, None], noise, ctx)                 # targets start from pure noise
     warp = b.warp_of(model, ctx, layout, vae)  # from the clean history, even where a history chunk is noised
@@ -282,7 +282,7 @@ def loss_x0(model: SanaWMTransformer, b: LatentBatch, args: Args, rng: Draws,
             if args.sampler == "euler" or nxt == 0.0:
                 stepped = x + (nxt - s) * v
             else:
-                fresh = torch.randn(x.shape, generator=rng.dev, device=dev)
+                fresh = model.x_embedder.visible(torch.randn(x.shape, generator=rng.dev, device=dev))
                 stepped = (1.0 - nxt) * (x - s * v) + nxt * fresh
             x = torch.where(move, stepped, x)
     t = level_t(lvl)

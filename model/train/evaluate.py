@@ -164,7 +164,7 @@ def sample_chunk(model: SanaWMTransformer, history: torch.Tensor, cond: torch.Te
     b, th, tc = history.shape[0], history.shape[2], noise.shape[2]
     layout = chunk_layout(cfg, th) + [tc]
     sig = few_step_sigmas(cfg)
-    x = noise
+    x = model.x_embedder.visible(noise)    # as the generator draws it (`visible_noise`)
     zeros = torch.zeros(b, th, device=noise.device)
     warp = model.warp_of(torch.cat([history, x], 2), cond, layout, vae)           # shared by the passes
     for s, nxt in zip(sig[:-1], sig[1:]):
@@ -174,7 +174,8 @@ def sample_chunk(model: SanaWMTransformer, history: torch.Tensor, cond: torch.Te
             x = x + (nxt - s) * v
         else:
             x0 = x - s * v
-            x = (1.0 - nxt) * x0 + nxt * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = (1.0 - nxt) * x0 + nxt * model.x_embedder.visible(fresh)
     return x
 
 

@@ -569,3 +569,25 @@ def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
     monkeypatch.undo()
     assert tuple(rgb.shape) == (2, gen.frames_per_step, *gen.frame_hw, 3)
     assert host_to_device == [] and reads.ops == []
+
+
+def test_visible_noise_removes_only_the_noise_the_model_cannot_see(first):
+    """micro at patch 1x4x4: 64 values per patch, 32 channels. Projecting the sampler's noise onto what the patch
+    embedding sees changes the first step's latents only inside the unseen part of each patch (the noise that
+    x0 = x - sigma * v kept), and none of it where the embedding sees whole patches. Without the output skip: its
+    gate varies per latent pixel, so it scales the removed noise unevenly inside a patch."""
+    model, vae = micro_model(patch_size=(1, 4, 4), warp_skip=False)
+    raw = StreamingGenerator(model, vae, batch_size=3, visible_noise=False)
+    vis = StreamingGenerator(model, vae, batch_size=3)
+    proj = vis._noise_projector
+    assert raw._noise_projector is None and proj is not None and round(float(proj.trace())) == 32
+    c2w = _walk(3, 1, raw.frames_per_step)[0]
+    _, lat_raw = raw.step(raw.reset(first, seed=SEED), c2w, return_latents=True)
+    _, lat_vis = vis.step(vis.reset(first, seed=SEED), c2w, return_latents=True)
+    diff = lat_raw - lat_vis                                              # (B, C, T, h, w)
+    assert diff.norm() > 0.05 * lat_raw.norm()
+    assert model.x_embedder.project(diff, proj).norm() < 1e-4 * diff.norm()
+    traced = StreamingGenerator(model, vae, batch_size=3, trace=True)    # the replayed step projects the same way
+    _, lat_traced = traced.step(traced.reset(first, seed=SEED), c2w, return_latents=True)
+    assert torch.allclose(lat_traced, lat_vis, atol=1e-4)
+    assert StreamingGenerator(*micro_model(), batch_size=3)._noise_projector is None

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from model.layers import GLUMBConvTemp, depthwise3x3_taps
+from model.layers import GLUMBConvTemp, PatchEmbed, depthwise3x3_taps
 
 
 def _block(seed=0):
@@ -62,3 +62,25 @@ def test_depthwise_taps_match_the_grouped_conv():
     for b in (bias, None):
         ref = F.conv2d(x.permute(0, 3, 1, 2), weight, b, padding=1, groups=10).permute(0, 2, 3, 1)
         torch.testing.assert_close(depthwise3x3_taps(x, weight, b), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_visible_projector_keeps_what_the_patch_embedding_sees():
+    """64 values per patch (4 channels, 1x4x4) into 32 channels: half of each patch is invisible. The projector is
+    symmetric and idempotent, of rank 32, and adding anything it removes leaves the embedding unchanged."""
+    torch.manual_seed(0)
+    emb = PatchEmbed((1, 4, 4), 4, 32).double()
+    p = emb.visible_projector()
+    assert p.shape == (64, 64) and torch.allclose(p, p.T) and torch.allclose(p @ p, p, atol=1e-12)
+    assert round(float(p.trace())) == 32
+    x, z = torch.randn(2, 4, 3, 8, 12, dtype=torch.float64), torch.randn(2, 4, 3, 8, 12, dtype=torch.float64)
+    unseen = z - emb.project(z, p)                                        # (B, C, T, H, W)
+    assert unseen.norm() > 0.5 * z.norm()
+    assert torch.allclose(emb(x + unseen), emb(x), atol=1e-12)
+    assert torch.allclose(emb.project(emb.project(x, p), p), emb.project(x, p), atol=1e-12)
+    # The patch order: a change inside one patch stays inside that patch.
+    one = torch.zeros_like(x)
+    one[0, 2, 1, 4:8, 8:12] = torch.randn(4, 4, dtype=torch.float64)
+    moved = emb.project(one, p)
+    assert moved[0, :, 1, 4:8, 8:12].norm() > 0 and (moved.norm() - moved[0, :, 1, 4:8, 8:12].norm()).abs() < 1e-12
+    # An embedding that sees whole patches (16 values, 32 channels) has nothing to project.
+    assert PatchEmbed((1, 2, 2), 4, 32).visible_projector() is None
