@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from agents.common import resize_rgb
 from model.generator import WEIGHTS, StreamingGenerator
 from model.train.common import to_uint8, to_unit
 from model.train.evaluate import psnr, ssim
@@ -236,17 +237,21 @@ def run_horizon(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
     """Section 1: PSNR / SSIM against the oracle at fixed horizons, next to the repeat-start baseline."""
     horizons = [h for h in HORIZONS if h <= a.steps]
     eps = walk_episodes(a.episodes, a.seed, 1 + a.steps * k)
-    oracle = Oracle(eps, hw, a.device, a.compile)
+    score_hw = (a.score_size, a.score_size) if a.score_size else hw
     idx = np.concatenate([[0]] + [np.arange(1 + (h - 1) * k, 1 + h * k) for h in horizons])  # start + horizon frames
-    truth = torch.from_numpy(oracle.render(eps.c2w[:, idx]))                   # (B, 1 + len(horizons) * K, H, W, 3)
-    start = truth[:, 0]                                                       # (B, H, W, 3)
+    truth = torch.from_numpy(Oracle(eps, score_hw, a.device, a.compile).render(eps.c2w[:, idx]))
+    # truth: (B, 1 + len(horizons) * K, h, w, 3) at the scoring size
+    start = truth[:, 0]                                                       # (B, h, w, 3)
+    first = (start.numpy() if score_hw == hw else
+             Oracle(eps, hw, a.device, a.compile).render(eps.c2w[:, :1])[:, 0])   # (B, H, W, 3) the model's start
     gen = load_generator(a.checkpoint, a.device, len(eps.scenes))
     rows = []
-    for s, (frames, _) in enumerate(model_rollout(gen, start.numpy(), eps.c2w, a.seed, "horizon"), start=1):
+    for s, (frames, _) in enumerate(model_rollout(gen, first, eps.c2w, a.seed, "horizon"), start=1):
         if s in horizons:
             j = 1 + horizons.index(s) * k
-            rows.append(horizon_row(s, k, frames, truth[:, j:j + k], start))
-    return {"episodes": eps.labels, "rows": rows, "mean_gain_db": mean_gain(rows)}
+            scored = torch.from_numpy(resize_rgb(frames.numpy(), score_hw))     # (B, K, h, w, 3)
+            rows.append(horizon_row(s, k, scored, truth[:, j:j + k], start))
+    return {"episodes": eps.labels, "rows": rows, "mean_gain_db": mean_gain(rows), "score_hw": list(score_hw)}
 
 
 def direction_rows(eps: Episodes, model_last: list[torch.Tensor], oracle_last: torch.Tensor, axis: str) -> list[dict]:
@@ -322,8 +327,9 @@ def run_long(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
             "constant_frames": int((m_std == 0).sum())}
 
 
-def vae_heldout_psnr(checkpoint: str) -> dict | None:
-    """The VAE's held-out PSNR as training recorded it (a json beside it or safetensors metadata); never computed."""
+def vae_heldout_psnr(checkpoint: str, hw: tuple[int, int] | None = None) -> dict | None:
+    """The VAE's held-out PSNR as recorded (a json beside it or safetensors metadata); never computed. The json's
+    `metrics_by_size["HxW"]` (a measurement at the model's frame size) comes before `metrics` (at training)."""
     if checkpoint == "micro":
         return None
     dit = WEIGHTS / "tiny_dit.safetensors" if checkpoint == "tiny" else Path(checkpoint)
@@ -333,9 +339,11 @@ def vae_heldout_psnr(checkpoint: str) -> dict | None:
         return None
     for js in (vae.with_suffix(".json"), vae.with_name("vae.json")):
         if js.exists():
-            value = json.loads(js.read_text()).get("metrics", {}).get("psnr")
+            rec = json.loads(js.read_text())
+            sized = rec.get("metrics_by_size", {}).get(f"{hw[0]}x{hw[1]}", {}) if hw else {}
+            value = sized.get("psnr", rec.get("metrics", {}).get("psnr"))
             if value is not None:
-                return {"psnr": float(value), "source": str(js)}
+                return {"psnr": float(value), "source": str(js) + (f" at {hw[0]}x{hw[1]}" if "psnr" in sized else "")}
     from safetensors import safe_open
 
     with safe_open(str(vae), framework="pt") as f:
@@ -379,7 +387,9 @@ def _fmt(v) -> str:
 def print_report(r: dict) -> None:
     h = r["horizon"]
     (hh, ww), k = r["frame_hw"], r["frames_per_step"]
-    print(f"\nfidelity of {r['checkpoint']} vs oracle ({hh}x{ww}, K={k}, {r['device']}), "
+    sh, sw = h.get("score_hw", (hh, ww))
+    scored = "" if (sh, sw) == (hh, ww) else f", horizons scored at {sh}x{sw}"
+    print(f"\nfidelity of {r['checkpoint']} vs oracle ({hh}x{ww}{scored}, K={k}, {r['device']}), "
           f"{len(h['episodes'])} held-out walks from scene seed {r['args']['seed']}")
     print(f"{'horizon':>7} {'frames':>6} {'model PSNR':>10} {'model SSIM':>10} {'repeat PSNR':>11} "
           f"{'repeat SSIM':>11} {'gain dB':>8}")
@@ -419,6 +429,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--yaw-deg", type=float, default=2.5, help="yaw per raw frame, degrees")
     p.add_argument("--pitch-deg", type=float, default=1.5, help="pitch per raw frame, degrees")
     p.add_argument("--long-steps", type=int, default=1000)
+    p.add_argument("--score-size", type=int, default=0,
+                   help="score the horizons at NxN (model frames resized) instead of the model's frame size")
     p.add_argument("--seed", type=int, default=100000, help="first scene seed (held out: training used < 100000)")
     p.add_argument("--device", default="cpu", help="model and oracle device")
     p.add_argument("--compile", action="store_true", help="fused oracle renderer (torch.compile)")
@@ -426,6 +438,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if min(a.episodes, a.steps, a.direction_scenes, a.direction_steps, a.long_steps) < 1:
         p.error("--episodes, --steps, --direction-scenes, --direction-steps and --long-steps must be >= 1")
+    if a.score_size < 0:
+        p.error(f"--score-size must be 0 (the model's size) or a positive frame size, got {a.score_size}")
     return a
 
 
@@ -441,7 +455,7 @@ def main(argv=None) -> dict:
                   "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
                   "frame_hw": list(hw), "frames_per_step": k, "fov": FOV, "supersample": SUPERSAMPLE,
                   "horizon": run_horizon(a, hw, k), "direction": run_direction(a, hw, k), "long": run_long(a, hw, k),
-                  "vae": vae_heldout_psnr(a.checkpoint)}
+                  "vae": vae_heldout_psnr(a.checkpoint, hw)}
     result["bars"] = bars(result)
     print_report(result)
     out = Path(a.out)

@@ -4,7 +4,8 @@
 
 Rows (all ratios measured in this one run):
 - steps: `--preset` at batch 1 on CPU, eager and traced (`trace=True`, the env's CPU default), traced with one
-  denoising pass, traced on one thread, and compiled (`compile=True`, env `compile=True`; not with `--no-compile`);
+  denoising pass, traced on one thread, and compiled (`compile=True`, env `compile=True`; not with `--no-compile`),
+  and each `--against` checkpoint traced in the same rounds (e.g. the previous shipped weights, another frame size);
   p50 / p99 ms per step and frames/s (random weights if none are shipped; the time of a step does not depend on
   the weights), the compilation's time and the compiled frames against eager;
 - cache vs recompute: one step at episode length L with the streaming caches against the naive baseline that
@@ -121,7 +122,7 @@ def bench_steps(preset: str, device, dtype, batch: int, n: int, graph: bool = Fa
     return _row(gen, preset, time_steps(gen, state, c2w, n))
 
 
-def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) -> dict:
+def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True, against: tuple[str, ...] = ()) -> dict:
     """Eager and traced (`trace=True`) steps at batch 1 on CPU, traced with the other schedule (one denoising
     pass, `denoise_timesteps=(1000, 0)`, or two, (1000, 750, 0), where the checkpoint runs one), traced on one
     thread (since the thirteenth session the traced step halves the caller's intra-op threads itself,
@@ -129,7 +130,8 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
     compiled (`compile=True`: torch.compile's inductor fuses
     the small ops), timed in alternating rounds so that all see the same machine noise (a shared 2-core machine
     drifts by 10-40 % between minutes). Also: the compiled step's first call (the compilation: minutes cold, less
-    from inductor's on-disk cache) and its frames against the eager step's on the same inputs."""
+    from inductor's on-disk cache) and its frames against the eager step's on the same inputs. `against`: other
+    checkpoints or presets, traced, in the same rounds (rows `trace <name>`)."""
     gens = [make_generator(preset, "cpu", torch.float32, 1, trace=t) for t in (False, True)]
     one = len(gens[1].sigmas) == 2   # the checkpoint's own schedule is one pass: the other row runs two
     gens.append(make_generator(preset, "cpu", torch.float32, 1, trace=True,
@@ -141,10 +143,17 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
         gens.append(gens[1])
         threads.append(1)
         names.append("trace_one_thread")
-    if compile:
+    labels = [preset] * len(gens)
+    for other in against:
+        gens.append(make_generator(other, "cpu", torch.float32, 1, trace=True))
+        threads.append(default)
+        names.append(f"trace {_label(other)}")
+        labels.append(_label(other))
+    if compile:   # last: the comparison below takes gens[-1]
         gens.append(make_generator(preset, "cpu", torch.float32, 1, compile=True))
         threads.append(default)
         names.append("compile")
+        labels.append(preset)
     states = [g.reset(first_frames(g, 1), seed=0) for g in gens]
     c2w = walk(gens[0], 1, "cpu")
     times: list[list[float]] = [[] for _ in gens]
@@ -168,9 +177,14 @@ def bench_cpu_modes(preset: str, n: int, rounds: int = 6, compile: bool = True) 
         comp_rgb, comp_lat = gens[-1].step(states[-1], c2w, return_latents=True)
         out["compiled_vs_eager_max_frame_diff"] = int((eager_rgb.int() - comp_rgb.int()).abs().max())
         out["compiled_vs_eager_max_latent_diff"] = float((eager_lat - comp_lat).abs().max())
-    out["rows"] = [{**_row(g, preset, ts), "threads": th, "row": name}
-                   for g, ts, th, name in zip(gens, times, threads, names)]
+    out["rows"] = [{**_row(g, label, ts), "threads": th, "row": name}
+                   for g, ts, th, name, label in zip(gens, times, threads, names, labels)]
     return out
+
+
+def _label(name: str) -> str:
+    """A preset's name, or a checkpoint path's file stem."""
+    return Path(name).stem if name.endswith(".safetensors") else name
 
 
 def _replay(row: dict) -> str:
@@ -266,6 +280,8 @@ def main(argv=None) -> dict:
     p.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (on the GPU machine)")
     p.add_argument("--no-compile", action="store_true",
                    help="skip the compiled CPU row (its first step compiles C++ for minutes on a cold cache)")
+    p.add_argument("--against", nargs="*", default=[],
+                   help="checkpoints or presets traced in the same CPU rounds, each as a ratio to --preset's trace")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -276,7 +292,7 @@ def main(argv=None) -> dict:
     if cuda:
         res["device_facts"] = device_facts()
     if not a.gpu_only:
-        cpu = bench_cpu_modes(a.preset, 2 * a.steps, compile=not a.no_compile)
+        cpu = bench_cpu_modes(a.preset, 2 * a.steps, compile=not a.no_compile, against=tuple(a.against))
         res["steps"] = cpu.pop("rows")
         res.update(cpu)
         p50 = {r["row"]: r["p50_ms"] for r in res["steps"]}
@@ -287,6 +303,7 @@ def main(argv=None) -> dict:
             res["one_thread_speedup"] = p50["trace"] / p50["trace_one_thread"]
         if "compile" in p50:
             res["compile_over_trace"] = p50["trace"] / p50["compile"]
+        res["against"] = {_label(x): p50[f"trace {_label(x)}"] / p50["trace"] for x in a.against}
         res["recompute"] = bench_recompute(a.recompute_preset, "cpu", torch.float32, a.lengths)
         res["flat"] = bench_flat(a.long_preset, "cpu", torch.float32, a.long_steps)
     if cuda:
@@ -331,6 +348,8 @@ def main(argv=None) -> dict:
         print(f"one denoising pass over two, traced (p50): {res['one_pass_speedup']:.2f}x")
         if "one_thread_speedup" in res:
             print(f"one thread over {res['threads']}, traced (p50): {res['one_thread_speedup']:.2f}x")
+        for name, ratio in res["against"].items():
+            print(f"{name} traced over {a.preset} traced (p50): {ratio:.2f}x")
         if "compile_over_trace" in res:
             print(f"compiled over traced (p50): {res['compile_over_trace']:.2f}x; first compiled step (the "
                   f"compilation) {res['compile_first_step_s']:.0f} s; compiled vs eager: frames max diff "

@@ -85,19 +85,46 @@ def test_main_end_to_end_on_micro(tmp_path):
     hw = tuple(saved["frame_hw"])
     eps = fidelity.walk_episodes(2, 100000, 1 + 4 * k)
     assert [e["scene_seed"] for e in saved["horizon"]["episodes"]] == [100000, 100001]
-    start, truth = [], []
-    for e, label in enumerate(saved["horizon"]["episodes"]):
-        r = Renderer(make_scene(label["family"], label["scene_seed"]), RenderConfig(*hw, supersample=2))
-        rgb = r.render(torch.from_numpy(eps.c2w[e, :1 + k]), intrinsics_from_fov(hw[1], hw[0], 90.0)).rgb
-        start.append(rgb[0])
-        truth.append(rgb[1:])
-    start, truth = torch.stack(start), torch.stack(truth)                     # (B, H, W, 3), (B, K, H, W, 3)
+    start, truth = _render_first_step(saved["horizon"]["episodes"], eps, k, hw)
     expected = psnr(start[:, None].expand_as(truth).contiguous(), truth)
     assert rows[0]["repeat_psnr"] == pytest.approx(expected, rel=1e-9)
 
 
+def _render_first_step(labels, eps, k, hw):
+    """Each episode's start frame (B, H, W, 3) and first step's K frames (B, K, H, W, 3), a fresh renderer each."""
+    start, truth = [], []
+    for e, label in enumerate(labels):
+        r = Renderer(make_scene(label["family"], label["scene_seed"]), RenderConfig(*hw, supersample=2))
+        rgb = r.render(torch.from_numpy(eps.c2w[e, :1 + k]), intrinsics_from_fov(hw[1], hw[0], 90.0)).rgb
+        start.append(rgb[0])
+        truth.append(rgb[1:])
+    return torch.stack(start), torch.stack(truth)
+
+
+def test_score_size_scores_resized_model_frames_against_a_larger_oracle(tmp_path):
+    """--score-size 64 on the 32x32 micro model: the model starts from its own 32x32 view, its frames are upsampled,
+    and both it and the repeat baseline are scored against the oracle rendered at 64x64."""
+    argv = ["--checkpoint", "micro", "--episodes", "2", "--steps", "1", "--direction-scenes", "1",
+            "--direction-steps", "1", "--long-steps", "1", "--score-size", "64", "--out", str(tmp_path)]
+    saved = fidelity.main(argv)
+    assert saved["frame_hw"] == [32, 32] and saved["horizon"]["score_hw"] == [64, 64]
+    (row,) = saved["horizon"]["rows"]
+    k = saved["frames_per_step"]
+    eps = fidelity.walk_episodes(2, 100000, 1 + k)
+    start64, truth64 = _render_first_step(saved["horizon"]["episodes"], eps, k, (64, 64))
+    start32, _ = _render_first_step(saved["horizon"]["episodes"], eps, k, (32, 32))
+    gen = fidelity.load_generator("micro", "cpu", 2)
+    frames, _ = next(fidelity.model_rollout(gen, start32.numpy(), eps.c2w, 100000, "test"))   # (2, K, 32, 32, 3)
+    up = torch.from_numpy(fidelity.resize_rgb(frames.numpy(), (64, 64)))                     # (2, K, 64, 64, 3)
+    assert row["model_psnr"] == pytest.approx(psnr(up, truth64), rel=1e-9)
+    assert row["repeat_psnr"] == pytest.approx(psnr(start64[:, None].expand_as(truth64).contiguous(), truth64),
+                                               rel=1e-9)
+    with pytest.raises(SystemExit):
+        fidelity.parse_args(["--score-size", "-1"])
+
+
 def test_vae_psnr_is_read_from_json_or_metadata(tmp_path):
-    """Recorded at training, never computed: vae.json's metrics first, else the safetensors metadata."""
+    """Recorded, never computed: vae.json's metrics first (at the frame size where measured), else the metadata."""
     from safetensors.torch import save_file
 
     dit = tmp_path / "dit.safetensors"
@@ -108,6 +135,12 @@ def test_vae_psnr_is_read_from_json_or_metadata(tmp_path):
     (tmp_path / "vae.json").write_text(json.dumps({"metrics": {"psnr": 23.25}}))
     got = fidelity.vae_heldout_psnr(str(dit))
     assert got["psnr"] == 23.25 and got["source"].endswith("vae.json")
+    # A measurement at the model's frame size comes first; other sizes fall back to the training one.
+    (tmp_path / "vae.json").write_text(json.dumps({"metrics": {"psnr": 23.25},
+                                                   "metrics_by_size": {"128x128": {"psnr": 25.5}}}))
+    got = fidelity.vae_heldout_psnr(str(dit), (128, 128))
+    assert got["psnr"] == 25.5 and got["source"].endswith("vae.json at 128x128")
+    assert fidelity.vae_heldout_psnr(str(dit), (64, 64))["psnr"] == 23.25
 
 
 def test_vae_ceiling_round_trips_the_whole_clip_and_keeps_the_shipped_vaes_yaw():
