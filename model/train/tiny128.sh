@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The 128x128 candidate from the shipped 64x64 DiT, end to end (eighteenth session; model card item 16):
 # render 960 in-place-turn clips at 128x128, their latents and pixel-space warp inputs through the shipped VAE, grow
-# the DiT to 128x128 frames at the same token grid, then fine-tune it (x0 few-step + 0.5 flow, one pass).
+# the DiT to 128x128 frames at the same token grid, fine-tune it (x0 few-step + 0.5 flow, one pass), then
+# train it by self-forcing on its own rollouts.
 #
-#   bash model/train/tiny128.sh OUT_DIR [MINUTES]        # MINUTES of training (default 43); CPU, 2 processes
+#   bash model/train/tiny128.sh OUT_DIR [MINUTES] [SF_MINUTES]   # x0 (default 43) and self-forcing (default 27)
 #
-# On this 2-core CPU: render 6 min, latents + warps 16 min, grow 20 s, training as budgeted. Env: LR (3e-4),
-# INIT (model/weights/tiny_dit.safetensors, the 64x64 weights to grow), THREADS (1 per process), SEEDS,
-# CLIPS (480 per seed; e.g. CLIPS=8 with MINUTES 0.5 for a dry run).
+# On this 2-core CPU: render 6 min, latents + warps 16 min, grow 20 s, training as budgeted (a self-forcing step
+# costs about 33 s on one thread; each budget is planned after 10 warm-up and CALIB timed steps). Env: LR (3e-4),
+# SF_LR (1e-4), INIT (model/weights/tiny_dit.safetensors, the 64x64 weights to grow), THREADS (1 per process),
+# SEEDS, CALIB (16), CLIPS (480 per seed). SF_MINUTES 0 stops after the x0 fine-tune.
+# Dry run (about 10 min): CLIPS=8 CALIB=2 bash model/train/tiny128.sh OUT 0.5 1.5
 set -euo pipefail
-OUT=${1:?usage: tiny128.sh OUT_DIR [MINUTES]}
+OUT=${1:?usage: tiny128.sh OUT_DIR [MINUTES] [SF_MINUTES]}
 MIN=${2:-43}
 PY=${PY:-python}
 VAE=model/weights/tiny_vae.safetensors
+SF_MIN=${3:-27}
 INIT=${INIT:-model/weights/tiny_dit.safetensors}
 export OMP_NUM_THREADS=${THREADS:-1}
 mkdir -p "$OUT"
@@ -38,8 +42,19 @@ $PY -m model.train.grow --init "$INIT" --size 128 --data "$OUT/look128_$first/in
   --out "$OUT/grow" --name tiny128 --frames 1024 --no-progress
 $PY -m model.train.dit_train --latents "$(IFS=,; echo "${caches[*]}")" --vae $VAE --init "$OUT/grow/dit.safetensors" \
   --out "$OUT/x0" --preset tiny128 --denoise-timesteps 1000,0 --objective x0 --lr "${LR:-3e-4}" --ema 0.99 \
-  --gate-lr-scale 0 --batch 8 --seq-schedule 9:100000 --warmup 10 --minutes "$MIN" --calib-steps 16 \
+  --gate-lr-scale 0 --batch 8 --seq-schedule 9:100000 --warmup 10 --minutes "$MIN" --calib-steps "${CALIB:-16}" \
   --ckpt-every 50 --eval-every 100000 --log-every 10 --threads "$OMP_NUM_THREADS" --device cpu --no-progress
 $PY -m model.train.pack "$OUT" "$OUT/x0" --config-from "$OUT/grow/dit.safetensors"
 cp $VAE "$OUT/x0_vae.safetensors"
-echo "candidate: $OUT/x0.safetensors; measure: python benchmarks/fidelity.py --checkpoint $OUT/x0.safetensors"
+last=x0
+if [ "$SF_MIN" != 0 ]; then
+  $PY -m model.train.dit_train --latents "$(IFS=,; echo "${caches[*]}")" --vae $VAE --init "$OUT/x0/dit.safetensors" \
+    --out "$OUT/sf" --preset tiny128 --denoise-timesteps 1000,0 --objective self-forcing --sf-every 2 \
+    --lr "${SF_LR:-1e-4}" --ema 0.99 --gate-lr-scale 0 --batch 8 --seq-schedule 9:100000 --warmup 10 \
+    --minutes "$SF_MIN" --calib-steps "${CALIB:-16}" --ckpt-every 50 --eval-every 100000 --log-every 10 \
+    --threads "$OMP_NUM_THREADS" --device cpu --no-progress
+  $PY -m model.train.pack "$OUT" "$OUT/sf" --config-from "$OUT/grow/dit.safetensors"
+  cp $VAE "$OUT/sf_vae.safetensors"
+  last=sf
+fi
+echo "candidate: $OUT/$last.safetensors; measure: python benchmarks/fidelity.py --checkpoint $OUT/$last.safetensors"
