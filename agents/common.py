@@ -125,7 +125,7 @@ class EnvArgs:
                        choices=("oracle", "model"))
     model: str = arg("tiny", "model backend: tiny (embedded), micro (random, 32x32, for tests) or a checkpoint path")
     scene: str = arg("indoor", "scene family: indoor, outdoor or mixed", choices=("indoor", "outdoor", "mixed"))
-    size: int = arg(64, "frame size in pixels (square); the model backend needs the model's size (tiny 128, micro 32)")
+    size: int = arg(64, "frame size in pixels (square); the model backend needs the model's size (tiny 64, micro 32)")
     seed: int = arg(0, "episode seed (scene, start and goal)")
     scene_seeds: str = arg("", "scene pool: N (scenes 0..N-1), A-B or a comma list; empty: any scene",
                            metavar="SEEDS")

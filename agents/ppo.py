@@ -2,7 +2,7 @@
 
     sanawm train-ppo --steps 200000 --minutes 20 --num-envs 8 --size 64 --backend oracle --out runs/ppo
     sanawm eval-policy --policy runs/ppo/policy.zip --episodes 50 --baselines --videos 3
-    sanawm eval-policy --policy runs/ppo/policy.zip --episodes 50 --backend model --model tiny --size 128
+    sanawm eval-policy --policy runs/ppo/policy.zip --episodes 50 --backend model --model tiny --size 64
     python -m agents.ppo --steps 256 --num-envs 2 --n-steps 32 --batch-size 64 --out /tmp/ppo   # a tiny CPU run
 
 Training: N worlds in one `SanaWMVectorEnv` (one backend batch), seen by SB3 through `sanawm_env.sb3.SB3VecEnv`,

@@ -17,7 +17,7 @@ from agents.scripted import ActionReplay, GoalSeeker
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--model", default="micro")
-p.add_argument("--size", type=int, default=32, help="the model's frame size (micro 32, tiny 128)")
+p.add_argument("--size", type=int, default=32, help="the model's frame size (micro 32, tiny 64)")
 p.add_argument("--steps", type=int, default=12)
 p.add_argument("--out", default="runs/examples")
 a = p.parse_args()
