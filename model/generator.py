@@ -152,7 +152,8 @@ class StreamingGenerator:
             blk.attn.fuse_projections()
         self.model.fuse_kernels(self.fuse, fuse_scope)
         projector = self.model.x_embedder.visible_projector() if visible_noise else None
-        self._noise_projector = None if projector is None else projector.to(self.device, torch.float32)
+        # in the noise's dtype, so the step casts nothing
+        self._noise_projector = None if projector is None else projector.to(self.device, dtype)
         self.vae = vae.to(self.device).eval()
         # The encoder's state after the pad frames of every image (weights only): images encode from it.
         self._prefix = self.vae.image_prefix(cfg.height, cfg.width)

@@ -40,21 +40,21 @@ for p in "${pids[@]}"; do wait "$p"; done    # a bare `wait` returns 0 even when
 first=${SEEDS:-70000}; first=${first%% *}
 $PY -m model.train.grow --init "$INIT" --size 128 --data "$OUT/look128_$first/index.json" --vae $VAE \
   --out "$OUT/grow" --name tiny128 --frames 1024 --no-progress
-$PY -m model.train.dit_train --latents "$(IFS=,; echo "${caches[*]}")" --vae $VAE --init "$OUT/grow/dit.safetensors" \
-  --out "$OUT/x0" --preset tiny128 --denoise-timesteps 1000,0 --objective x0 --lr "${LR:-3e-4}" --ema 0.99 \
-  --gate-lr-scale 0 --batch 8 --seq-schedule 9:100000 --warmup 10 --minutes "$MIN" --calib-steps "${CALIB:-16}" \
-  --ckpt-every 50 --eval-every 100000 --log-every 10 --threads "$OMP_NUM_THREADS" --device cpu --no-progress
-$PY -m model.train.pack "$OUT" "$OUT/x0" --config-from "$OUT/grow/dit.safetensors"
-cp $VAE "$OUT/x0_vae.safetensors"
+# train RUN INIT MINUTES ARGS...: a fine-tune at the one pass the model runs, packed with the grown config
+train() {
+  local run=$1 init=$2 minutes=$3
+  shift 3
+  $PY -m model.train.dit_train --latents "$(IFS=,; echo "${caches[*]}")" --vae $VAE --init "$init" --out "$OUT/$run" \
+    --preset tiny128 --denoise-timesteps 1000,0 --ema 0.99 --gate-lr-scale 0 --batch 8 --seq-schedule 9:100000 \
+    --warmup 10 --minutes "$minutes" --calib-steps "${CALIB:-16}" --ckpt-every 50 --eval-every 100000 --log-every 10 \
+    --threads "$OMP_NUM_THREADS" --device cpu --no-progress "$@"
+  $PY -m model.train.pack "$OUT" "$OUT/$run" --config-from "$OUT/grow/dit.safetensors"
+  cp $VAE "$OUT/${run}_vae.safetensors"
+}
+train x0 "$OUT/grow/dit.safetensors" "$MIN" --objective x0 --lr "${LR:-3e-4}"
 last=x0
 if [ "$SF_MIN" != 0 ]; then
-  $PY -m model.train.dit_train --latents "$(IFS=,; echo "${caches[*]}")" --vae $VAE --init "$OUT/x0/dit.safetensors" \
-    --out "$OUT/sf" --preset tiny128 --denoise-timesteps 1000,0 --objective self-forcing --sf-every 2 \
-    --lr "${SF_LR:-1e-4}" --ema 0.99 --gate-lr-scale 0 --batch 8 --seq-schedule 9:100000 --warmup 10 \
-    --minutes "$SF_MIN" --calib-steps "${CALIB:-16}" --ckpt-every 50 --eval-every 100000 --log-every 10 \
-    --threads "$OMP_NUM_THREADS" --device cpu --no-progress
-  $PY -m model.train.pack "$OUT" "$OUT/sf" --config-from "$OUT/grow/dit.safetensors"
-  cp $VAE "$OUT/sf_vae.safetensors"
+  train sf "$OUT/x0/dit.safetensors" "$SF_MIN" --objective self-forcing --sf-every 2 --lr "${SF_LR:-1e-4}"
   last=sf
 fi
 echo "candidate: $OUT/$last.safetensors; measure: python benchmarks/fidelity.py --checkpoint $OUT/$last.safetensors"
