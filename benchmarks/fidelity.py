@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from agents.common import resize_rgb
 from model.generator import WEIGHTS, StreamingGenerator
-from model.train.common import to_uint8, to_unit
+from model.train.common import to_unit
 from model.train.evaluate import psnr, ssim
 from sanawm_env.scenes import RenderConfig, Renderer, Scene, SceneBatch, intrinsics_from_fov, make_scene, pose
 from sanawm_env.scenes.geometry import SceneGeometry
@@ -152,9 +152,10 @@ class Oracle:
         return torch.cat(out).reshape(b, f, *self.hw, 3).numpy()
 
 
-def load_generator(checkpoint: str, device: str, batch: int) -> StreamingGenerator:
-    """One generator per section: its batch size is fixed when it is built."""
-    return StreamingGenerator.from_pretrained(checkpoint, device=device, batch_size=batch)
+def load_generator(a: argparse.Namespace, batch: int) -> StreamingGenerator:
+    """One generator per section: its batch size is fixed when it is built. --no-upscaler: the model's own size."""
+    kw = {"upscaler": None} if a.no_upscaler else {}
+    return StreamingGenerator.from_pretrained(a.checkpoint, device=a.device, batch_size=batch, **kw)
 
 
 def model_rollout(gen: StreamingGenerator, first: np.ndarray, c2w: np.ndarray, seed: int,
@@ -244,7 +245,7 @@ def run_horizon(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
     start = truth[:, 0]                                                       # (B, h, w, 3)
     first = (start.numpy() if score_hw == hw else
              Oracle(eps, hw, a.device, a.compile).render(eps.c2w[:, :1])[:, 0])   # (B, H, W, 3) the model's start
-    gen = load_generator(a.checkpoint, a.device, len(eps.scenes))
+    gen = load_generator(a, len(eps.scenes))
     rows = []
     for s, (frames, _) in enumerate(model_rollout(gen, first, eps.c2w, a.seed, "horizon"), start=1):
         if s in horizons:
@@ -276,7 +277,7 @@ def run_direction(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
         oracle = Oracle(eps, hw, a.device, a.compile)
         clip = torch.from_numpy(oracle.render(eps.c2w))                       # (B, 1 + S*K, H, W, 3)
         oracle_last = clip[:, ::k]                                            # (B, 1 + S, H, W, 3): start + step ends
-        gen = load_generator(a.checkpoint, a.device, len(eps.scenes))
+        gen = load_generator(a, len(eps.scenes))
         ceiling = direction_rows(eps, vae_round_trip(gen, clip)[::k], oracle_last, axis)
         model_last = [oracle_last[:, 0]] + [f[:, -1] for f, _ in model_rollout(
             gen, oracle_last[:, 0].numpy(), eps.c2w, a.seed, f"direction {axis}")]
@@ -291,10 +292,11 @@ def run_direction(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
 
 
 def vae_round_trip(gen: StreamingGenerator, clip: torch.Tensor) -> list[torch.Tensor]:
-    """The generator's VAE encodes and decodes whole clips (B, F, H, W, 3) uint8 -> per frame (B, H, W, 3) uint8."""
+    """The generator's VAE encodes and decodes whole clips (B, F, H, W, 3) uint8 -> per frame (B, H, W, 3) uint8;
+    at the model's size, through the generator's upscaler where it has one."""
     with torch.no_grad():
-        rec = gen.vae.decode(gen.vae.encode(to_unit(clip.to(gen.device))))          # (B, 3, F, H, W)
-    return list(to_uint8(rec).cpu().unbind(1))                                      # F x (B, H, W, 3)
+        rec = gen.vae.decode(gen.vae.encode(gen.to_model_hw(to_unit(clip.to(gen.device)))))   # (B, 3, F, h, w)
+    return list(gen.to_frames(rec).cpu().unbind(1))                                 # F x (B, H, W, 3)
 
 
 def run_long(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
@@ -309,7 +311,7 @@ def run_long(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
         o_mean.append(m[0])
     o_std, o_mean = np.concatenate(o_std), np.concatenate(o_mean)            # (1 + L*K,)
     first = oracle.render(eps.c2w[:, :1])[:, 0]                               # (1, H, W, 3)
-    gen = load_generator(a.checkpoint, a.device, 1)
+    gen = load_generator(a, 1)
     m_std, m_mean, finite = [], [], True
     for frames, ok in model_rollout(gen, first, eps.c2w, a.seed, "long rollout"):
         s, m = frame_stats(frames[0])                                         # (K,)
@@ -431,6 +433,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--long-steps", type=int, default=1000)
     p.add_argument("--score-size", type=int, default=0,
                    help="score the horizons at NxN (model frames resized) instead of the model's frame size")
+    p.add_argument("--no-upscaler", action="store_true",
+                   help="leave out the checkpoint's upscaler (model/upscale.py): frames at the model's own size")
     p.add_argument("--seed", type=int, default=100000, help="first scene seed (held out: training used < 100000)")
     p.add_argument("--device", default="cpu", help="model and oracle device")
     p.add_argument("--compile", action="store_true", help="fused oracle renderer (torch.compile)")
@@ -445,17 +449,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
-    probe = load_generator(a.checkpoint, a.device, 1)                         # fails early on a missing checkpoint
-    hw, k = probe.frame_hw, probe.frames_per_step
+    probe = load_generator(a, 1)                         # fails early on a missing checkpoint
+    hw, k, model_hw = probe.frame_hw, probe.frames_per_step, probe.model_hw
     device = str(probe.device) + (f" ({torch.cuda.get_device_name(probe.device)})" if probe.device.type == "cuda"
                                   else "")
     del probe
     with torch.no_grad():
         result = {"benchmark": "fidelity", "args": vars(a), "checkpoint": a.checkpoint, "device": device,
                   "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-                  "frame_hw": list(hw), "frames_per_step": k, "fov": FOV, "supersample": SUPERSAMPLE,
+                  "frame_hw": list(hw), "model_hw": list(model_hw), "frames_per_step": k, "fov": FOV,
+                  "supersample": SUPERSAMPLE,
                   "horizon": run_horizon(a, hw, k), "direction": run_direction(a, hw, k), "long": run_long(a, hw, k),
-                  "vae": vae_heldout_psnr(a.checkpoint, hw)}
+                  "vae": vae_heldout_psnr(a.checkpoint, model_hw)}
     result["bars"] = bars(result)
     print_report(result)
     out = Path(a.out)

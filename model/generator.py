@@ -45,6 +45,7 @@ from .schedule import distilled_sigmas
 from .state import BlockCache, WorldState, counter_normal
 from .trace_fold import specialize
 from .transformer import SanaWMTransformer, build_model
+from .upscale import FrameUpscaler, load_upscaler, upscaler_config, upscaler_path
 from .vae import CausalVAE, vae_config
 from .warp import stack_sources, warp_chunks, warp_frames, warp_latents
 
@@ -87,7 +88,7 @@ class StreamingGenerator:
                  sampler: str = "euler", trace: bool = False, render: dict | None = None,
                  denoise_timesteps: Sequence[int] | None = None, compile: bool | str = False,
                  specialize: bool = True, fuse: bool | str | Callable = False, fuse_scope: str = "ops",
-                 visible_noise: bool = True):
+                 visible_noise: bool = True, upscaler: FrameUpscaler | None = None):
         """denoise_timesteps: the per-step schedule, falling to 0 (default: the checkpoint's `cfg.denoise_timesteps`);
         one pass fewer took 28 % off the traced CPU step (`benchmarks/step_latency.py`), at the quality
         `benchmarks/fidelity.py` measures.
@@ -108,7 +109,10 @@ class StreamingGenerator:
         visible_noise: the sampler's noise projected onto the part of each latent patch that the patch embedding sees
         (`PatchEmbed.visible_projector`). A no-op where it sees all of it (64 values per patch of tiny64 and the
         published preset); where it does not (tiny128: 256 values, 192 channels), the unseen noise would pass through
-        x0 = x - sigma * v into the frames as coloured speckle. The model's outputs are the same either way."""
+        x0 = x - sigma * v into the frames as coloured speckle. The model's outputs are the same either way.
+        upscaler: a last decoder stage (model/upscale.py) that hands out frames `scale` times the model's size. First
+        frames and intrinsics are then given at that size (`frame_hw`); first frames are area-averaged to the model's
+        size (`model_hw`), at which everything inside the step stays, the pixel-space warps included."""
         cfg = model.cfg
         self.device = torch.device(device)
         self.graph, self.trace, self.specialize = bool(graph), bool(trace), bool(specialize)
@@ -155,6 +159,7 @@ class StreamingGenerator:
         # in the noise's dtype, so the step casts nothing
         self._noise_projector = None if projector is None else projector.to(self.device, dtype)
         self.vae = vae.to(self.device).eval()
+        self.upscaler = None if upscaler is None else upscaler.to(self.device).eval()
         # The encoder's state after the pad frames of every image (weights only): images encode from it.
         self._prefix = self.vae.image_prefix(cfg.height, cfg.width)
         self.batch_size = int(batch_size)
@@ -163,6 +168,8 @@ class StreamingGenerator:
         if self.trace or self.compile:  # replayed weights are the module's as they stand: frozen from here on
             self.model.requires_grad_(False)
             self.vae.requires_grad_(False)
+            if self.upscaler is not None:
+                self.upscaler.requires_grad_(False)
         self._replays: dict[int, Callable] = {}   # batch size -> traced or compiled step body
         timesteps = cfg.denoise_timesteps if denoise_timesteps is None else tuple(denoise_timesteps)
         distilled_sigmas(timesteps)   # validates: falls strictly from <= 1000 to 0
@@ -199,6 +206,8 @@ class StreamingGenerator:
         sd, _ = read_state_dict(vae_path)
         vae.load_state_dict(sd)
         kwargs.setdefault("render", StreamingGenerator.render_of(path))
+        if "upscaler" not in kwargs and upscaler_path(path).exists():   # upscaler=None: the model's own frame size
+            kwargs["upscaler"] = load_upscaler(upscaler_path(path))
         return cls(model, vae, device, dtype, batch_size, graph, **kwargs)
 
     @staticmethod
@@ -230,7 +239,36 @@ class StreamingGenerator:
 
     @property
     def frame_hw(self) -> tuple[int, int]:
+        """The size of the frames handed out (and of first frames and intrinsics): the model's, times the upscaler's."""
+        s = 1 if self.upscaler is None else self.upscaler.scale
+        return self.cfg.height * s, self.cfg.width * s
+
+    @property
+    def model_hw(self) -> tuple[int, int]:
+        """The size the VAE encodes and decodes, and the warps run at."""
         return self.cfg.height, self.cfg.width
+
+    @staticmethod
+    def frame_hw_of(name_or_path: str | Path) -> tuple[int, int]:
+        """The `frame_hw` `from_pretrained(name_or_path)` would have, read without loading any weights."""
+        cfg = StreamingGenerator.config_of(name_or_path)
+        name = str(name_or_path)
+        sr = None if name == "micro" else upscaler_path(WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else name)
+        s = upscaler_config(sr).scale if sr is not None and sr.exists() else 1
+        return cfg.height * s, cfg.width * s
+
+    def to_model_hw(self, x: torch.Tensor) -> torch.Tensor:
+        """First frames (B, 3, 1, H, W) at `frame_hw` -> `model_hw`, area-averaged (as the 2x supersampled renders
+        the model was trained on); unchanged without an upscaler."""
+        if self.upscaler is None:
+            return x
+        return torch.nn.functional.avg_pool3d(x, (1, self.upscaler.scale, self.upscaler.scale))
+
+    def to_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded frames (B, 3, F, h, w) in [-1, 1] -> uint8 (B, F, H, W, 3) at `frame_hw`, rounded."""
+        if self.upscaler is not None:
+            x = self.upscaler(x)                                                 # (B, 3, F, H, W)
+        return x.clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
 
     # ------------------------------------------------------------------ state
     def new_state(self, batch_size: int | None = None) -> WorldState:
@@ -403,7 +441,7 @@ class StreamingGenerator:
             sub.caption.copy_(cap)
         # The image latent is chunk 0: one clean pass writes the caches (deferred: the first step's, which finds it
         # pending); the VAE cache is primed with it.
-        x = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]   # (M, 3, 1, H, W)
+        x = self.to_model_hw(frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None])  # (M, 3, 1, h', w')
         z0 = self.vae.encode_image(x, self._prefix).to(self.dtype)               # (M, C, 1, h, w)
         cond, pl = self._first_camera(m, self._k_lat(k))
         if self.defer_clean:
@@ -532,8 +570,7 @@ class StreamingGenerator:
         state.latent.copy_(x[:, :, -1:])
         if state.frame.shape[1]:
             state.frame.copy_(frames[-1][:, :, -1:])
-        rgb = torch.cat(frames, dim=2).clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
-        return rgb.permute(0, 2, 3, 4, 1), x                                     # (B, K, H, W, 3), clean latents
+        return self.to_frames(torch.cat(frames, dim=2)), x                      # (B, K, H, W, 3), clean latents
 
     @torch.no_grad()
     def step(self, state: WorldState, c2w, return_latents: bool = False):
@@ -676,7 +713,8 @@ class RecomputeGenerator:
         self.k = g._check_intrinsics(intrinsics, b)
         self.seed = torch.arange(b, device=g.device) + int(seed)
         frames = g._check_frames(first_frames, b)
-        z0 = g.vae.encode(frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]).to(g.dtype)
+        z0 = g.vae.encode(g.to_model_hw(frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[:, :, None]))
+        z0 = z0.to(g.dtype)
         cond, pl = g._first_camera(b, g._k_lat(self.k))
         self.latents, self.conds, self.pluckers = [z0], [cond], [pl]
         self.pose0 = torch.eye(4, dtype=torch.float64, device=g.device).repeat(b, 1, 1)
@@ -716,7 +754,6 @@ class RecomputeGenerator:
     @torch.no_grad()
     def decode(self) -> torch.Tensor:
         """All frames after the first: uint8 (B, F-1, H, W, 3), decoded in one full causal pass."""
-        x = self.gen.vae.decode(torch.cat(self.latents, dim=2).float())           # (B, 3, F, H, W)
-        rgb = x.clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
-        return rgb[:, :, 1:].permute(0, 2, 3, 4, 1)
+        x = self.gen.vae.decode(torch.cat(self.latents, dim=2).float())           # (B, 3, F, h, w)
+        return self.gen.to_frames(x[:, :, 1:])
 

@@ -258,10 +258,10 @@ def model_frame_size(model: str = "tiny") -> int:
     """The square frame size a world model makes ("tiny", "micro" or a checkpoint path), without loading it."""
     from model.generator import StreamingGenerator
 
-    cfg = StreamingGenerator.config_of(model)
-    if cfg.height != cfg.width:
-        raise ValueError(f"model {model!r} makes {cfg.height}x{cfg.width} frames; the env needs square frames")
-    return cfg.height
+    h, w = StreamingGenerator.frame_hw_of(model)
+    if h != w:
+        raise ValueError(f"model {model!r} makes {h}x{w} frames; the env needs square frames")
+    return h
 
 
 class ModelBackend:

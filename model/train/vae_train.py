@@ -200,8 +200,9 @@ def recon_loss(rec: torch.Tensor, x: torch.Tensor, grad_weight: float = 1.0, l2_
     return loss, {"l1": float(l1.detach()), "grad": float(grad.detach()), "time": float(dt.detach())}
 
 
-def make_optimizer(vae: CausalVAE, args: Args) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; norms and biases are not decayed."""
+def make_optimizer(vae: torch.nn.Module, args) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters (args: lr, weight_decay); norms and biases are not decayed. The
+    upscaler's trainer uses it too."""
     decay = [p for p in vae.parameters() if p.requires_grad and p.dim() > 1]
     rest = [p for p in vae.parameters() if p.requires_grad and p.dim() <= 1]
     return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},

@@ -113,7 +113,7 @@ def test_score_size_scores_resized_model_frames_against_a_larger_oracle(tmp_path
     eps = fidelity.walk_episodes(2, 100000, 1 + k)
     start64, truth64 = _render_first_step(saved["horizon"]["episodes"], eps, k, (64, 64))
     start32, _ = _render_first_step(saved["horizon"]["episodes"], eps, k, (32, 32))
-    gen = fidelity.load_generator("micro", "cpu", 2)
+    gen = fidelity.load_generator(fidelity.parse_args(argv), 2)
     frames, _ = next(fidelity.model_rollout(gen, start32.numpy(), eps.c2w, 100000, "test"))   # (2, K, 32, 32, 3)
     up = torch.from_numpy(fidelity.resize_rgb(frames.numpy(), (64, 64)))                     # (2, K, 64, 64, 3)
     assert row["model_psnr"] == pytest.approx(psnr(up, truth64), rel=1e-9)
@@ -146,7 +146,7 @@ def test_vae_psnr_is_read_from_json_or_metadata(tmp_path):
 def test_vae_ceiling_round_trips_the_whole_clip_and_keeps_the_shipped_vaes_yaw():
     """The ceiling is the VAE's encode + decode of the oracle's moving clip: one frame out per frame in, and the
     shipped VAE keeps a yaw turn's direction (measured 1.00 on 16 turns)."""
-    gen = fidelity.load_generator("tiny", "cpu", 2)
+    gen = fidelity.load_generator(fidelity.parse_args([]), 2)
     hw, k = gen.frame_hw, gen.frames_per_step
     eps = fidelity.rotation_episodes("yaw", 1, 100000, 1 + 3 * k, 2.5)
     clip = torch.from_numpy(fidelity.Oracle(eps, hw).render(eps.c2w))          # (2, 1 + 3K, H, W, 3)
