@@ -10,8 +10,10 @@
 
 What it does, and why:
 - Inputs are what the upscaler will see in the generator: the low-size clips through the VAE (a whole-clip encode
-  and decode, rounded to uint8 as the generator does), not the rendered low-size frames. --no-round-trip trains on
-  the rendered frames instead (an upscaler for any frames). Targets are the high-size renders of the same poses.
+  and decode, rounded to uint8 as the generator does), not the rendered low-size frames; with --rollout, also the
+  world model's own frames along the clips' poses, from their first frames. --no-round-trip without --rollout
+  trains on the rendered frames (an upscaler for any frames). Targets are the high-size renders of the same poses.
+- Lists of index files are comma-separated.
 - Samples: single frames, random crops of --crop low-size pixels (and the matching high-size crop), random flips.
 - Loss: the VAE trainer's L1 + L1 of image gradients (`vae_train.recon_loss`).
 - Evaluation: PSNR / SSIM of whole held-out frames against the high-size renders, for the upscaler and for its
@@ -27,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -70,6 +73,11 @@ class Args(RunArgs):
     """VAE whose round trip makes the inputs (the world model's); required unless --no-round-trip"""
     round_trip: bool = True
     """inputs are the low-size clips encoded and decoded by --vae"""
+    rollout: str | None = None
+    """also (or with --no-round-trip, only) this world model's rollouts along the low clips' poses ("tiny" or a
+    checkpoint path; its own upscaler is left out)"""
+    rollout_steps: int = 0
+    """rollout steps per clip (0 = as many as the clip holds)"""
     val_low: str | None = None
     """held-out low-size index.json (other scene seeds); none = no evaluation"""
     val_high: str | None = None
@@ -100,7 +108,7 @@ class Args(RunArgs):
 
 TRAIN_FIELDS = ["step", "loss", "l1", "grad", "lr", "grad_norm", "samples_per_s", "elapsed_s"]
 EVAL_FIELDS = ["step", "psnr", "ssim", "psnr_bilinear", "ssim_bilinear", "gain", "frames"]
-RESUME_KEYS = ("channels", "blocks", "crop", "round_trip", "vae")
+RESUME_KEYS = ("channels", "blocks", "crop", "round_trip", "vae", "rollout", "rollout_steps")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -115,9 +123,14 @@ def round_trip(vae, frames: torch.Tensor) -> torch.Tensor:
     return to_uint8(vae.decode(vae.encode(to_unit(frames[None, :n]))).float())[0]
 
 
-def load_pairs(low: tuple[str, ...], high: tuple[str, ...], vae, max_clips: int = 0,
-               desc: str = "pairs") -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames of matching clips: inputs (N, h, w, 3) and targets (N, H, W, 3), uint8; H = scale * h."""
+def load_pairs(low: tuple[str, ...], high: tuple[str, ...], vae, max_clips: int = 0, desc: str = "pairs",
+               gen=None, rollout_steps: int = 0, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of matching clips: inputs (N, h, w, 3) and targets (N, H, W, 3), uint8; H = scale * h.
+
+    Inputs: with `vae`, its whole-clip round trip of each low clip; with `gen` (a StreamingGenerator without an
+    upscaler), its rollout from the clip's first frame along the clip's poses (frames 1 .. 1 + K * steps, as the
+    fidelity benchmark drives it; `rollout_steps` 0 = as many as fit), in batches of `batch` clips; with both, both
+    sets; with neither, the low renders themselves."""
     if len(low) != len(high) or not low:
         raise ValueError(f"--low and --high need the same number of index files, got {len(low)} and {len(high)}")
     xs, ys = [], []
@@ -127,20 +140,43 @@ def load_pairs(low: tuple[str, ...], high: tuple[str, ...], vae, max_clips: int 
             a, b = a[:max_clips], b[:max_clips]
         if [c.meta["name"] for c in a] != [c.meta["name"] for c in b]:
             raise ValueError(f"{lo} and {hi} do not list the same clips")
-        for ca, cb in tqdm(list(zip(a, b)), desc=desc, dynamic_ncols=True):
+        for ca, cb in zip(a, b):
             if not torch.allclose(torch.from_numpy(ca.c2w), torch.from_numpy(cb.c2w), atol=1e-6):
                 raise ValueError(f"{ca.meta['name']}: the low and high clips have different poses")
-            x, _ = fit_frames(ca.frames, None, None)
-            y, _ = fit_frames(cb.frames, None, None)
-            if vae is not None:
-                x = round_trip(vae, x)
-            xs.append(x)
-            ys.append(y[:len(x)])
-    x, y = torch.cat(xs), torch.cat(ys)
+        if vae is not None or gen is None:
+            for ca, cb in tqdm(list(zip(a, b)), desc=desc, dynamic_ncols=True):
+                x, _ = fit_frames(ca.frames, None, None)
+                x = x if vae is None else round_trip(vae, x)
+                xs.append(x)
+                ys.append(torch.from_numpy(cb.frames[:len(x)]))
+        if gen is not None:
+            for i in tqdm(range(0, len(a), batch), desc=desc + " (rollouts)", dynamic_ncols=True):
+                x, n = rollout(gen, a[i:i + batch], rollout_steps, seed=i)
+                xs.extend(x.flatten(0, 1).unbind(0))
+                ys.extend(torch.from_numpy(c.frames[1:1 + n]) for c in b[i:i + batch])
+    x = torch.cat([t.reshape(-1, *t.shape[-3:]) for t in xs])
+    y = torch.cat([t.reshape(-1, *t.shape[-3:]) for t in ys])
     if y.shape[1] % x.shape[1] or y.shape[1] // x.shape[1] != y.shape[2] // x.shape[2] or y.shape[1] == x.shape[1]:
         raise ValueError(f"high frames must be a whole multiple (>= 2) of the low ones, got {tuple(x.shape[1:3])} "
                          f"and {tuple(y.shape[1:3])}")
     return x, y
+
+
+@torch.no_grad()
+def rollout(gen, clips: list, steps: int = 0, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """The world model's frames along clips of one length from their first frames: (B, n, h, w, 3) uint8, n."""
+    k = gen.frames_per_step
+    most = (min(len(c.frames) for c in clips) - 1) // k
+    steps = most if steps <= 0 else min(steps, most)
+    if steps < 1:
+        raise ValueError(f"clips need at least 1 + {k} frames for a rollout step")
+    first = torch.from_numpy(np.stack([c.frames[0] for c in clips]))                 # (B, h, w, 3)
+    c2w = torch.from_numpy(np.stack([c.c2w[:1 + steps * k] for c in clips]))        # (B, 1 + nK, 4, 4)
+    k_px = torch.from_numpy(np.stack([c.intrinsics[0] for c in clips])).float()      # (B, 4)
+    state = gen.reset_rows(gen.new_state(len(clips)), torch.ones(len(clips), dtype=torch.bool), first, k_px,
+                           seed=seed, c2w0=c2w[:, 0])
+    out = [gen.step(state, c2w[:, 1 + s * k:1 + (s + 1) * k]).cpu() for s in range(steps)]   # (B, K, h, w, 3)
+    return torch.cat(out, 1), steps * k
 
 
 def sample(x: torch.Tensor, y: torch.Tensor, batch: int, crop: int, gen: torch.Generator
@@ -198,10 +234,15 @@ def train(args: Args, on_step=None) -> Path:
     out = Path(args.out)
     seed_everything(args.seed)
     vae = load_vae(args.vae).eval() if args.round_trip else None
-    x, y = load_pairs(args.low, args.high, vae, args.max_clips)
+    gen = None
+    if args.rollout:
+        from ..generator import StreamingGenerator
+
+        gen = StreamingGenerator.from_pretrained(args.rollout, upscaler=None, trace=True)
+    x, y = load_pairs(args.low, args.high, vae, args.max_clips, gen=gen, rollout_steps=args.rollout_steps)
     scale = y.shape[1] // x.shape[1]
-    val = load_pairs((args.val_low,), (args.val_high,), vae, desc="held out") if args.val_low and args.val_high \
-        else None
+    val = load_pairs((args.val_low,), (args.val_high,), vae, desc="held out", gen=gen,
+                     rollout_steps=args.rollout_steps) if args.val_low and args.val_high else None
     cfg = UpscalerConfig(scale=scale, channels=args.channels, blocks=args.blocks)
     up = FrameUpscaler(cfg).to(device)
     opt = make_optimizer(up, args)

@@ -8,7 +8,8 @@ import torch
 
 from model.generator import StreamingGenerator, micro_model
 from model.train.common import read_csv
-from model.train.latents import save_vae
+from model.train.data import load_index
+from model.train.latents import load_vae, save_vae
 from model.train.sr_train import Args, load_pairs, sample, train
 from model.upscale import load_upscaler
 from sanawm_env.scenes.export import ExportConfig, export_clips
@@ -16,11 +17,11 @@ from sanawm_env.scenes.export import ExportConfig, export_clips
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    """The same 3 clips (scene seeds, poses) at 16x16 and at 32x32, and a micro VAE."""
+    """The same 3 clips (scene seeds, poses) at 32x32 (micro's size) and at 64x64, and micro's VAE."""
     out = tmp_path_factory.mktemp("pairs")
     low, high = (str(export_clips(ExportConfig(out=str(out / f"s{size}"), clips=3, frames=9, size=size, seed=7,
                                                png=True, compile=False, supersample=1), progress=False))
-                 for size in (16, 32))
+                 for size in (32, 64))
     _, vae = micro_model()
     vae_path = save_vae(vae, out / "vae.safetensors", "micro")
     return low, high, str(vae_path)
@@ -37,14 +38,15 @@ def _args(pairs, out, **kw):
 
 def test_pairs_are_round_trips_beside_the_renders(pairs):
     low, high, vae_path = pairs
-    from model.train.latents import load_vae
-
     x, y = load_pairs((low,), (high,), load_vae(vae_path))
     raw, _ = load_pairs((low,), (high,), None)
-    assert x.shape == (27, 16, 16, 3) and y.shape == (27, 32, 32, 3) and x.dtype == torch.uint8
+    assert x.shape == (27, 32, 32, 3) and y.shape == (27, 64, 64, 3) and x.dtype == torch.uint8
     assert not torch.equal(x, raw)                                   # the VAE's decode, not the render
     xb, yb = sample(x, y, 4, 8, torch.Generator().manual_seed(0))
     assert xb.shape == (4, 3, 1, 8, 8) and yb.shape == (4, 3, 1, 16, 16)
+    big = x.repeat_interleave(2, 1).repeat_interleave(2, 2)           # targets that are the inputs, 2x nearest
+    xb, yb = sample(x, big, 16, 8, torch.Generator().manual_seed(1))
+    assert torch.equal(yb, xb.repeat_interleave(2, -1).repeat_interleave(2, -2))   # same region, same flip
     with pytest.raises(ValueError, match="same number"):
         load_pairs((low, low), (high,), None)
     with pytest.raises(ValueError, match="whole multiple"):
@@ -66,6 +68,25 @@ def test_trains_from_bilinear_resumes_and_ships(pairs, tmp_path):
     up = load_upscaler(out / "sr.safetensors")
     gen = StreamingGenerator(*micro_model(), upscaler=up)
     assert gen.frame_hw == (64, 64)
+
+
+def test_rollout_inputs_are_the_world_models_frames_along_the_clips(pairs):
+    """--rollout: frames 1 .. 1 + K * steps of micro driven from each clip's first frame along its poses, paired
+    with the high renders of the same frames; the same as stepping the generator by hand."""
+    low, high, _ = pairs
+    gen = StreamingGenerator.from_pretrained("micro")
+    x, y = load_pairs((low,), (high,), None, gen=gen, rollout_steps=1, batch=2)
+    k = gen.frames_per_step
+    assert x.shape == (3 * k, 32, 32, 3) and y.shape == (3 * k, 64, 64, 3)
+    clips_lo, clips_hi = load_index(low), load_index(high)
+    assert torch.equal(y[:k], torch.from_numpy(clips_hi[0].frames[1:1 + k]))
+    c = clips_lo[2]                                        # the second batch's only clip, seed = its first index
+    state = gen.reset(torch.from_numpy(c.frames[:1]), torch.from_numpy(c.intrinsics[:1]).float(), seed=2,
+                      c2w0=torch.from_numpy(c.c2w[:1]))
+    want = gen.step(state, torch.from_numpy(c.c2w[None, 1:1 + k]))[0]
+    assert torch.equal(x[2 * k:], want)
+    both, _ = load_pairs((low,), (high,), load_vae(pairs[2]), gen=gen, rollout_steps=1)
+    assert len(both) == 27 + 3 * k                         # the round trips, then the rollouts
 
 
 def test_round_trip_needs_a_vae(pairs, tmp_path):
