@@ -125,7 +125,8 @@ def round_trip(vae, frames: torch.Tensor) -> torch.Tensor:
 
 def load_pairs(low: tuple[str, ...], high: tuple[str, ...], vae, max_clips: int = 0, desc: str = "pairs",
                gen=None, rollout_steps: int = 0, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames of matching clips: inputs (N, h, w, 3) and targets (N, H, W, 3), uint8; H = scale * h.
+    """Frames of matching clips: inputs (N, h, w, 3) and targets (N, H, W, 3), uint8; H = scale * h. The clips
+    both indexes list first are paired (as many as the shorter has), and must agree in name and poses.
 
     Inputs: with `vae`, its whole-clip round trip of each low clip; with `gen` (a StreamingGenerator without an
     upscaler), its rollout from the clip's first frame along the clip's poses (frames 1 .. 1 + K * steps, as the
@@ -136,8 +137,8 @@ def load_pairs(low: tuple[str, ...], high: tuple[str, ...], vae, max_clips: int 
     xs, ys = [], []
     for lo, hi in zip(low, high):
         a, b = load_index(lo), load_index(hi)
-        if max_clips:
-            a, b = a[:max_clips], b[:max_clips]
+        n = min(len(a), len(b), max_clips or len(a))   # an export's first clips are the same in a shorter one
+        a, b = a[:n], b[:n]
         if [c.meta["name"] for c in a] != [c.meta["name"] for c in b]:
             raise ValueError(f"{lo} and {hi} do not list the same clips")
         for ca, cb in zip(a, b):

@@ -53,6 +53,18 @@ def test_pairs_are_round_trips_beside_the_renders(pairs):
         load_pairs((low,), (low,), None)
 
 
+def test_a_shorter_export_of_the_same_seed_pairs_its_clips(pairs, tmp_path):
+    low, high, _ = pairs
+    short = str(export_clips(ExportConfig(out=str(tmp_path / "short"), clips=2, frames=9, size=64, seed=7, png=True,
+                                          compile=False, supersample=1), progress=False))
+    x, y = load_pairs((low,), (short,), None)
+    assert x.shape == (18, 32, 32, 3) and torch.equal(y, load_pairs((low,), (high,), None)[1][:18])
+    other = str(export_clips(ExportConfig(out=str(tmp_path / "other"), clips=2, frames=9, size=64, seed=8,
+                                          png=True, compile=False, supersample=1), progress=False))
+    with pytest.raises(ValueError, match="poses"):
+        load_pairs((low,), (other,), None)
+
+
 def test_trains_from_bilinear_resumes_and_ships(pairs, tmp_path):
     out = tmp_path / "run"
     train(_args(pairs, out, steps=20, eval_every=10))
