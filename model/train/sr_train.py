@@ -86,6 +86,8 @@ class Args(RunArgs):
     """residual branch width (UpscalerConfig)"""
     blocks: int = 2
     """residual blocks (UpscalerConfig)"""
+    detail_only: bool = True
+    """the residual averages to zero over each input pixel (UpscalerConfig): detail, never a colour shift"""
     steps: int = 3000
     """total optimizer steps (the LR schedule's length)"""
     minutes: float = 0.0
@@ -108,7 +110,7 @@ class Args(RunArgs):
 
 TRAIN_FIELDS = ["step", "loss", "l1", "grad", "lr", "grad_norm", "samples_per_s", "elapsed_s"]
 EVAL_FIELDS = ["step", "psnr", "ssim", "psnr_bilinear", "ssim_bilinear", "gain", "frames"]
-RESUME_KEYS = ("channels", "blocks", "crop", "round_trip", "vae", "rollout", "rollout_steps")
+RESUME_KEYS = ("channels", "blocks", "detail_only", "crop", "round_trip", "vae", "rollout", "rollout_steps")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -244,7 +246,7 @@ def train(args: Args, on_step=None) -> Path:
     scale = y.shape[1] // x.shape[1]
     val = load_pairs((args.val_low,), (args.val_high,), vae, desc="held out", gen=gen,
                      rollout_steps=args.rollout_steps) if args.val_low and args.val_high else None
-    cfg = UpscalerConfig(scale=scale, channels=args.channels, blocks=args.blocks)
+    cfg = UpscalerConfig(scale=scale, channels=args.channels, blocks=args.blocks, detail_only=args.detail_only)
     up = FrameUpscaler(cfg).to(device)
     opt = make_optimizer(up, args)
     step, metrics = 0, {}

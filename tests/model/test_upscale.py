@@ -34,6 +34,18 @@ def test_untrained_is_bilinear_and_trained_adds_a_residual():
     assert y.shape == (2, 3, 3, 32, 24) and (y - want).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("scale", [2, 3])
+def test_detail_only_keeps_the_bilinear_means_of_every_input_pixel(scale):
+    """detail_only: over each input pixel's s x s output pixels the upscaler averages to its bilinear part; without
+    it a trained residual moves those means (a colour shift)."""
+    x = torch.rand(1, 3, 2, 8, 8) * 2 - 1
+    for detail_only in (True, False):
+        up = _trained(cfg=UpscalerConfig(scale=scale, channels=8, blocks=1, detail_only=detail_only))
+        y, base = up(x), up.base(x)
+        moved = (F.avg_pool3d(y, (1, scale, scale)) - F.avg_pool3d(base, (1, scale, scale))).abs().max()
+        assert (moved < 1e-6) == detail_only and (y - base).abs().max() > 1e-2
+
+
 def test_frames_are_upscaled_independently():
     """No state between frames: changing one frame changes its output alone (the step carries nothing)."""
     up = _trained()
