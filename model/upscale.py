@@ -9,10 +9,10 @@ the decoded frames) stays at the model's size; only the frames handed out are up
   exactly the bilinear baseline, so training can only be measured against it.
 - The residual branch runs at half the input size (pixel-unshuffle stem), channels-last, with the VAE's residual
   blocks at k_t = 1: it never mixes frames, so it carries no state between steps.
-- `detail_only`: the residual is made zero-mean over the s x s output pixels of each input pixel, so the output's
-  s x s means are the bilinear baseline's: the upscaler adds detail and never recolours what the model drew. Without
-  it, upscalers trained on the model's own rollouts learned colour corrections of the training scenes that cost up
-  to 0.3 dB against bilinear 8-32 steps into held-out walks (model card, item 18).
+- `detail_only` (off by default): the residual is made zero-mean over the s x s output pixels of each input pixel,
+  so the output's s x s means are the bilinear baseline's and the upscaler cannot recolour what the model drew.
+  Measured (model card, item 18): what the trained upscalers gained over bilinear was almost all in those means
+  (sharper at the model's own scale, and colour): imposed on a trained one, it removed its gains and its losses.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class UpscalerConfig:
     scale: int = 2          # output size / input size
     channels: int = 32      # width of the residual branch (at half the input size)
     blocks: int = 2         # residual blocks
-    detail_only: bool = True   # the residual averages to zero over each input pixel's s x s output pixels
+    detail_only: bool = False  # the residual averages to zero over each input pixel's s x s output pixels
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:

@@ -86,7 +86,7 @@ class Args(RunArgs):
     """residual branch width (UpscalerConfig)"""
     blocks: int = 2
     """residual blocks (UpscalerConfig)"""
-    detail_only: bool = True
+    detail_only: bool = False
     """the residual averages to zero over each input pixel (UpscalerConfig): detail, never a colour shift"""
     steps: int = 3000
     """total optimizer steps (the LR schedule's length)"""
