@@ -449,7 +449,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
-    probe = load_generator(a, 1)                         # fails early on a missing checkpoint
+    probe = load_generator(a, 1)                                              # fails early on a missing checkpoint
     hw, k, model_hw = probe.frame_hw, probe.frames_per_step, probe.model_hw
     device = str(probe.device) + (f" ({torch.cuda.get_device_name(probe.device)})" if probe.device.type == "cuda"
                                   else "")

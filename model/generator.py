@@ -258,8 +258,8 @@ class StreamingGenerator:
         return cfg.height * s, cfg.width * s
 
     def to_model_hw(self, x: torch.Tensor) -> torch.Tensor:
-        """First frames (B, 3, 1, H, W) at `frame_hw` -> `model_hw`, area-averaged (as the 2x supersampled renders
-        the model was trained on); unchanged without an upscaler."""
+        """Frames (B, 3, F, H, W) in [-1, 1] at `frame_hw` -> `model_hw`, area-averaged (as the 2x supersampled
+        renders the model was trained on); unchanged without an upscaler."""
         if self.upscaler is None:
             return x
         return torch.nn.functional.avg_pool3d(x, (1, self.upscaler.scale, self.upscaler.scale))

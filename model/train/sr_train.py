@@ -45,6 +45,7 @@ from .common import (
     fit_frames,
     load_state,
     parse_args,
+    resolve_device,
     rng_state,
     save_state,
     seed_everything,
@@ -227,8 +228,7 @@ def evaluate(up: FrameUpscaler, x: torch.Tensor, y: torch.Tensor, chunk: int = 6
 
 def train(args: Args, on_step=None) -> Path:
     """Run (or resume) an upscaler training; returns the run folder."""
-    device = torch.device("cpu" if args.device == "auto" and not torch.cuda.is_available() else
-                          ("cuda" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     setup_threads(args.threads, device)
     if args.crop < 2 or args.crop % 2:
         raise ValueError(f"--crop must be even and >= 2, got {args.crop}")
