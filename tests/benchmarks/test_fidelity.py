@@ -90,6 +90,30 @@ def test_main_end_to_end_on_micro(tmp_path):
     assert rows[0]["repeat_psnr"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_an_upscaler_beside_the_checkpoint_sets_the_scored_size_and_no_upscaler_drops_it(tmp_path):
+    """A checkpoint with `<stem>_sr.safetensors` beside it is scored on the upscaled frames; --no-upscaler scores the
+    model's own. The VAE's round trip (the direction ceiling) goes through the same upscaler."""
+    from model.checkpoint import save_checkpoint
+    from model.generator import micro_model
+    from model.train.latents import save_vae
+    from model.upscale import FrameUpscaler, UpscalerConfig, save_upscaler, upscaler_path
+
+    model, vae = micro_model()
+    ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
+    save_vae(vae, tmp_path / "m_vae.safetensors", "micro")
+    save_upscaler(FrameUpscaler(UpscalerConfig(channels=4, blocks=1)), upscaler_path(ckpt))
+    argv = ["--checkpoint", str(ckpt), "--episodes", "2", "--steps", "1", "--direction-scenes", "1",
+            "--direction-steps", "1", "--long-steps", "1"]
+    big = fidelity.main(argv + ["--out", str(tmp_path / "a")])
+    small = fidelity.main(argv + ["--out", str(tmp_path / "b"), "--no-upscaler"])
+    assert big["frame_hw"] == [64, 64] and big["model_hw"] == [32, 32] and big["horizon"]["score_hw"] == [64, 64]
+    assert small["frame_hw"] == small["model_hw"] == [32, 32]
+    gen = fidelity.load_generator(fidelity.parse_args(argv), 1)
+    clip = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 5, 64, 64, 3), dtype=np.uint8))
+    frames = fidelity.vae_round_trip(gen, clip)
+    assert len(frames) == 5 and frames[0].shape == (1, 64, 64, 3)
+
+
 def _render_first_step(labels, eps, k, hw):
     """Each episode's start frame (B, H, W, 3) and first step's K frames (B, K, H, W, 3), a fresh renderer each."""
     start, truth = [], []
