@@ -506,7 +506,7 @@ def test_graph_reset_and_clone_behave_as_eager(first, space):
         assert (eager.step(fe, c2w).int() - graphed.step(fg, c2w).int()).abs().max() <= 2
 
 
-@pytest.mark.parametrize("space", ["latent", "pixel", "chunks of 3"])
+@pytest.mark.parametrize("space", ["latent", "pixel", "chunks of 3", "upscaled"])
 def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
     """What a CUDA graph forbids, checked on CPU CI: the step body (run on the meta device) never builds a tensor
     from host data on the device, never copies host tensors to it, and never reads a value back (`.item()`,
@@ -514,8 +514,12 @@ def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
 
-    kw = {"chunk_frames": 3} if space == "chunks of 3" else _space(space)   # 3: the published layout (no pair)
-    gen = StreamingGenerator(*micro_model(**kw), batch_size=2, device="meta")
+    from model.upscale import FrameUpscaler, UpscalerConfig
+
+    # 3: the published layout (no pair); "upscaled": pixel space with a frame upscaler (model/upscale.py)
+    kw = {"chunk_frames": 3} if space == "chunks of 3" else _space("pixel" if space == "upscaled" else space)
+    up = FrameUpscaler(UpscalerConfig(channels=4, blocks=1)) if space == "upscaled" else None
+    gen = StreamingGenerator(*micro_model(**kw), batch_size=2, device="meta", upscaler=up)
     state = gen.new_state()
     c2w = torch.eye(4, dtype=torch.float64, device="meta").repeat(2, gen.frames_per_step, 1, 1)
     host_to_device = []

@@ -144,6 +144,28 @@ def test_traced_step_with_an_upscaler_matches_eager(small_first):
         assert a.shape == (2, 4, 64, 64, 3) and (a.int() - b.int()).abs().max() <= 1
 
 
+@pytest.mark.gpu
+def test_cuda_graph_with_an_upscaler_matches_eager_and_never_syncs(small_first):
+    """The upscaler runs inside the captured step body: replayed, it matches eager, with no host synchronisation."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (run on the lent GPU machine)")
+    eager = StreamingGenerator(*micro_model(), device="cuda", batch_size=2, upscaler=_trained())
+    graphed = StreamingGenerator(*micro_model(), device="cuda", batch_size=2, upscaler=_trained(), graph=True)
+    first = small_first.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    se, sg = eager.reset(first, seed=1), graphed.reset(first, seed=1)
+    poses = _poses(2, 3, eager.frames_per_step)
+    for c2w in poses[:2]:
+        a, b = eager.step(se, c2w), graphed.step(sg, c2w)
+        assert a.shape == (2, 4, 64, 64, 3) and (a.int() - b.int()).abs().float().mean() < 1.0
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = graphed.step(sg, poses[2])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert (eager.step(se, poses[2]).int() - out.int()).abs().float().mean() < 1.0
+
+
 def test_first_frames_are_checked_at_the_upscaled_size(small_first):
     gen = StreamingGenerator(*micro_model(), batch_size=2, upscaler=_trained())
     with pytest.raises(ValueError, match=r"\(2, 64, 64, 3\)"):
