@@ -29,7 +29,7 @@ from model.camera import se3_inverse  # noqa: E402
 from model.generator import StreamingGenerator  # noqa: E402
 from model.train.common import to_uint8  # noqa: E402
 from model.train.evaluate import psnr  # noqa: E402
-from model.warp import _sample  # noqa: E402
+from model.warp import warp_grid  # noqa: E402
 
 ALPHAS = (0.0, 0.5, 1.0)
 
@@ -60,8 +60,9 @@ def run(a: argparse.Namespace) -> dict:
     rel = (se3_inverse(c2w[:, :1]) @ c2w).float()                                     # (B, F, 4, 4)
     k_big = fid.intrinsics_from_fov(big[1], big[0], fid.FOV).float()
     cond = torch.cat([rel.reshape(n, -1, 16), k_big.expand(n, rel.shape[1], 4)], -1)  # (B, F, 20)
-    src = (start.permute(0, 3, 1, 2).float() / 127.5 - 1)[:, :, None].expand(-1, -1, rel.shape[1], -1, -1)
-    warped, valid = _sample(src, cond[:, :1].expand_as(cond).contiguous(), cond)     # (B F, 3 | 1, 2H, 2W)
+    grid, valid = warp_grid(cond[:, :1].expand_as(cond).contiguous(), cond, big)      # (B F, 2H, 2W, 2), (B F, 1, ..)
+    src = (start.permute(0, 3, 1, 2).float() / 127.5 - 1).repeat_interleave(rel.shape[1], 0)   # (B F, 3, 2H, 2W)
+    warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True) * valid
     inside = (F.avg_pool2d(valid, 5, 1, 2) > 0.999).float()                           # 2 px in from the edge
     detail = (high_pass(warped) * inside).reshape(n, -1, 3, *big)                     # (B, F, 3, 2H, 2W)
     rows = []
