@@ -53,6 +53,11 @@ WEIGHTS = Path(__file__).parent / "weights"
 SAMPLERS = ("euler", "renoise")
 
 
+def _dit_path(name: str) -> Path:
+    """"tiny" -> the shipped DiT file; anything else is a path."""
+    return WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
+
+
 def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         return torch.from_numpy(x)
@@ -192,7 +197,7 @@ class StreamingGenerator:
         name = str(name_or_path)
         if name == "micro":
             return cls(*micro_model(), device, dtype, batch_size, graph, **kwargs)
-        path = WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
+        path = _dit_path(name)
         if not path.exists():
             raise FileNotFoundError(f"no world-model checkpoint at {path}" +
                                     (" (the embedded tiny model has not been shipped in this checkout)"
@@ -217,7 +222,7 @@ class StreamingGenerator:
         name = str(name_or_path)
         if name == "micro":
             return {}
-        path = WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
+        path = _dit_path(name)
         render = metadata(path).get("render") if path.exists() else None
         return dict(render) if isinstance(render, dict) else {}
 
@@ -227,7 +232,7 @@ class StreamingGenerator:
         name = str(name_or_path)
         if name == "micro":
             return get_config("micro")
-        path = WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else Path(name)
+        path = _dit_path(name)
         if not path.exists():
             raise FileNotFoundError(f"no world-model checkpoint at {path}")
         return read_config(path)
@@ -253,7 +258,7 @@ class StreamingGenerator:
         """The `frame_hw` `from_pretrained(name_or_path)` would have, read without loading any weights."""
         cfg = StreamingGenerator.config_of(name_or_path)
         name = str(name_or_path)
-        sr = None if name == "micro" else upscaler_path(WEIGHTS / "tiny_dit.safetensors" if name == "tiny" else name)
+        sr = None if name == "micro" else upscaler_path(_dit_path(name))
         s = upscaler_config(sr).scale if sr is not None and sr.exists() else 1
         return cfg.height * s, cfg.width * s
 

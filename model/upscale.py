@@ -79,7 +79,7 @@ class FrameUpscaler(nn.Module):
         if self.config.detail_only:
             s = self.scale
             mean = F.avg_pool3d(r, (1, s, s))                                   # (B, 3, T, H, W)
-            r = r - mean.repeat_interleave(s, -2).repeat_interleave(s, -1)
+            r = r - F.interpolate(mean, scale_factor=(1, s, s), mode="nearest")   # each mean over its s x s
         return self.base(x) + r
 
 

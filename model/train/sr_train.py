@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..generator import StreamingGenerator
 from ..upscale import FrameUpscaler, UpscalerConfig, save_upscaler
 from .common import (
     CSVLog,
@@ -57,7 +58,7 @@ from .common import (
     to_unit,
 )
 from .data import load_index
-from .evaluate import psnr, ssim
+from .evaluate import eval_frames, psnr, ssim
 from .latents import load_vae
 from .vae_train import make_optimizer, recon_loss
 
@@ -121,8 +122,7 @@ RESUME_KEYS = ("channels", "blocks", "detail_only", "crop", "round_trip", "vae",
 @torch.no_grad()
 def round_trip(vae, frames: torch.Tensor) -> torch.Tensor:
     """uint8 (F, H, W, 3) -> the VAE's whole-clip decode of it, uint8 (F', H, W, 3), F' the longest 1 + 4k <= F."""
-    t = vae.temporal_factor
-    n = 1 + (len(frames) - 1) // t * t
+    n = eval_frames(len(frames), len(frames), vae.temporal_factor)
     return to_uint8(vae.decode(vae.encode(to_unit(frames[None, :n]))).float())[0]
 
 
@@ -237,11 +237,7 @@ def train(args: Args, on_step=None) -> Path:
     out = Path(args.out)
     seed_everything(args.seed)
     vae = load_vae(args.vae).eval() if args.round_trip else None
-    gen = None
-    if args.rollout:
-        from ..generator import StreamingGenerator
-
-        gen = StreamingGenerator.from_pretrained(args.rollout, upscaler=None, trace=True)
+    gen = StreamingGenerator.from_pretrained(args.rollout, upscaler=None, trace=True) if args.rollout else None
     x, y = load_pairs(args.low, args.high, vae, args.max_clips, gen=gen, rollout_steps=args.rollout_steps)
     scale = y.shape[1] // x.shape[1]
     val = load_pairs((args.val_low,), (args.val_high,), vae, desc="held out", gen=gen,
