@@ -16,6 +16,10 @@ oracle's frames are what the model should have drawn. Scenes have seeds >= --see
    pitch). This is the cheapest check that the camera conditioning is wired the right way round. Next to it, the
    same measure on the VAE's round trip of the oracle's whole moving clip (encode, decode: no DiT), the ceiling a
    model that reproduces the VAE's latents of the true video can reach.
+   Forward: straight walks at walking speed, and the same paths walked backward. Per step, the zoom between
+   consecutive last frames (`zoom_scale`: walls come closer, so the image grows); the share of steps with the
+   oracle's sign, and the model's mean zoom as a share of the oracle's (a model can agree in sign and barely
+   move). Why: the issue asks that walking forward brings walls closer, and a turn check cannot see it.
 3. Long rollout: `--long-steps` steps of one walk; per-frame std and mean of model and oracle frames, to catch
    drift into grey, saturated, constant or NaN frames that short horizons do not show.
 4. Bars: PASS/FAIL lines against the targets; reported, never asserted.
@@ -44,7 +48,7 @@ from model.train.common import to_unit
 from model.train.evaluate import psnr, ssim
 from sanawm_env.scenes import RenderConfig, Renderer, Scene, SceneBatch, intrinsics_from_fov, make_scene, pose
 from sanawm_env.scenes.geometry import SceneGeometry
-from sanawm_env.scenes.trajectories import keyboard_walk, open_heading, rotation
+from sanawm_env.scenes.trajectories import WalkConfig, free_run, keyboard_walk, open_heading, rotation
 
 HORIZONS = (1, 4, 8, 16, 32)      # steps after the start frame
 GAIN_HORIZONS = (4, 32)           # the PSNR-gain bar averages the horizons in this closed range
@@ -52,8 +56,10 @@ FOV = 90.0                        # degrees, as the env default and the exported
 SUPERSAMPLE = 2                   # as the exported training data
 FAMILIES = ("indoor", "outdoor")
 # A right turn (positive yaw) moves the image content left (dx < 0); looking up (positive pitch) moves it down.
-EXPECTED_SIGN = {"yaw": -1, "pitch": 1}
+# Walking forward brings what is ahead closer: the image grows about its centre (log zoom > 0).
+EXPECTED_SIGN = {"yaw": -1, "pitch": 1, "forward": 1}
 BARS = {"psnr_gain_db": 2.0, "direction_agreement": 0.9, "std_ratio": (0.5, 2.0)}
+ZOOM_STEP = 0.01                  # resolution of zoom_scale's log-scale search; smaller oracle zooms are not counted
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -118,6 +124,35 @@ def rotation_episodes(axis: str, n_scenes: int, seed: int, frames: int, deg_per_
             c2w.append(rotation(start, frames, total=sign * total, axis=axis))
             scenes.append(scene)
             labels.append({"family": family, "scene_seed": seed + j, "trajectory": axis, "sign": sign})
+    return Episodes(scenes, np.stack(c2w), labels)
+
+
+def forward_episodes(n_scenes: int, seed: int, frames: int, metres_per_frame: float) -> Episodes:
+    """A straight level walk in each of n_scenes scenes (sign 1), and the same path walked backward (sign -1).
+
+    The start is a free spot facing open space with room for the whole walk and a metre more, so neither direction
+    meets a wall (a first pick without that room is drawn again, up to 100 times).
+    """
+    scenes, c2w, labels = [], [], []
+    length = metres_per_frame * (frames - 1)
+    for j in range(n_scenes):
+        family = FAMILIES[j % 2]
+        scene, geom = scene_and_geometry(family, seed + j)
+        rng = np.random.default_rng([seed, 200, j])
+        for _ in range(100):
+            position = geom.sample_free_position(rng)
+            yaw = open_heading(geom, position, rng)
+            if free_run(geom, position, yaw) >= length + 1.0:
+                break
+        else:
+            raise ValueError(f"no free straight run of {length + 1.0:.1f} m in {family} scene {seed + j}; "
+                             "use fewer --direction-steps or a lower --forward-speed")
+        ahead = np.array([math.sin(yaw), 0.0, math.cos(yaw)])
+        path = np.stack([pose(position + i * metres_per_frame * ahead, yaw=yaw) for i in range(frames)])
+        for sign in (1, -1):
+            c2w.append(path if sign == 1 else path[::-1].copy())
+            scenes.append(scene)
+            labels.append({"family": family, "scene_seed": seed + j, "trajectory": "forward", "sign": sign})
     return Episodes(scenes, np.stack(c2w), labels)
 
 
@@ -203,6 +238,40 @@ def phase_shift(a, b) -> tuple[int, int]:
     return (dy - h if dy > h // 2 else dy), (dx - w if dx > w // 2 else dx)
 
 
+def zoom_scale(a, b, max_log: float = 0.25, crop: float = 0.6) -> float:
+    """The log scale s with b ~ a zoomed by exp(s) about the image centre (s > 0: b shows a's centre larger).
+
+    a, b: (H, W, 3) RGB or (H, W) grey. A search over s in steps of ZOOM_STEP within +-max_log: a is resampled at
+    each scale and compared with b over the central `crop` of the frame (borders leave the view as it zooms) by
+    normalised cross-correlation, which ignores a change of brightness.
+    """
+    a, b = _grey(torch.as_tensor(a)), _grey(torch.as_tensor(b))
+    h, w = a.shape
+    m = round(max_log / ZOOM_STEP)
+    scales = torch.arange(-m, m + 1, dtype=torch.float64) * ZOOM_STEP         # (n,) log scales, exactly 0 at m
+    n = len(scales)
+    ys = torch.linspace(-crop, crop, max(2, round(h * crop)), dtype=torch.float64)
+    xs = torch.linspace(-crop, crop, max(2, round(w * crop)), dtype=torch.float64)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([gx, gy], -1)                                          # (h', w', 2) centre of the frame
+    zoomed = torch.nn.functional.grid_sample(
+        a[None, None].expand(n, 1, h, w), grid[None] * torch.exp(-scales)[:, None, None, None],
+        align_corners=False)[:, 0]                                            # (n, h', w'): a at x / exp(s)
+    ref = torch.nn.functional.grid_sample(b[None, None], grid[None], align_corners=False)[0, 0]   # (h', w')
+    zoomed = zoomed - zoomed.mean(dim=(1, 2), keepdim=True)
+    ref = ref - ref.mean()
+    ncc = (zoomed * ref).sum((1, 2)) / (zoomed.flatten(1).norm(dim=1) * ref.norm()).clamp_min(1e-12)
+    return float(scales[int(ncc.argmax())])
+
+
+def motion(axis: str, a, b) -> float:
+    """The image motion from a to b that a camera move along `axis` makes: dx for yaw, dy for pitch (pixels), log
+    zoom for forward."""
+    if axis == "forward":
+        return zoom_scale(a, b)
+    return phase_shift(a, b)[1 if axis == "yaw" else 0]
+
+
 def _sign(x: int) -> int:
     return (x > 0) - (x < 0)
 
@@ -256,13 +325,13 @@ def run_horizon(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
 
 
 def direction_rows(eps: Episodes, model_last: list[torch.Tensor], oracle_last: torch.Tensor, axis: str) -> list[dict]:
-    """Per episode, the shifts of consecutive last frames; model_last[s] and oracle_last[:, s] are (B, H, W, 3)."""
-    comp = 1 if axis == "yaw" else 0                                          # dx for yaw, dy for pitch
+    """Per episode, the motion of consecutive last frames; model_last[s] and oracle_last[:, s] are (B, H, W, 3).
+    Steps where the oracle's own image does not move are not counted."""
     rows = []
     for e, label in enumerate(eps.labels):
-        m = [phase_shift(model_last[s - 1][e], model_last[s][e])[comp] for s in range(1, len(model_last))]
-        o = [phase_shift(oracle_last[e, s - 1], oracle_last[e, s])[comp] for s in range(1, len(model_last))]
-        counted = [(mi, oi) for mi, oi in zip(m, o) if oi != 0]
+        m = [motion(axis, model_last[s - 1][e], model_last[s][e]) for s in range(1, len(model_last))]
+        o = [motion(axis, oracle_last[e, s - 1], oracle_last[e, s]) for s in range(1, len(model_last))]
+        counted = [(mi, oi) for mi, oi in zip(m, o) if abs(oi) > ZOOM_STEP / 2]
         rows.append({**label, "axis": axis, "model_shift": m, "oracle_shift": o, "counted": len(counted),
                      "agree": sum(_sign(mi) == _sign(oi) for mi, oi in counted),
                      "oracle_expected": sum(_sign(oi) == EXPECTED_SIGN[axis] * label["sign"] for oi in o)})
@@ -270,10 +339,13 @@ def direction_rows(eps: Episodes, model_last: list[torch.Tensor], oracle_last: t
 
 
 def run_direction(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
-    """Section 2: does the generated image move the way the camera turns, for yaw and for pitch?"""
+    """Section 2: does the generated image move the way the camera turns (yaw, pitch) and walks (forward)?"""
     out = {}
-    for axis, deg in (("yaw", a.yaw_deg), ("pitch", a.pitch_deg)):
-        eps = rotation_episodes(axis, a.direction_scenes, a.seed, 1 + a.direction_steps * k, deg)
+    frames = 1 + a.direction_steps * k
+    metres = WalkConfig().speed / WalkConfig().fps * a.forward_speed
+    for axis, per_frame in (("yaw", a.yaw_deg), ("pitch", a.pitch_deg), ("forward", metres)):
+        eps = (forward_episodes(a.direction_scenes, a.seed, frames, per_frame) if axis == "forward" else
+               rotation_episodes(axis, a.direction_scenes, a.seed, frames, per_frame))
         oracle = Oracle(eps, hw, a.device, a.compile)
         clip = torch.from_numpy(oracle.render(eps.c2w))                       # (B, 1 + S*K, H, W, 3)
         oracle_last = clip[:, ::k]                                            # (B, 1 + S, H, W, 3): start + step ends
@@ -283,12 +355,22 @@ def run_direction(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
             gen, oracle_last[:, 0].numpy(), eps.c2w, a.seed, f"direction {axis}")]
         rows = direction_rows(eps, model_last, oracle_last, axis)
         counted = sum(r["counted"] for r in rows)
-        out[axis] = {"deg_per_frame": deg, "rows": rows, "counted": counted,
+        out[axis] = {"per_frame": per_frame, "unit": "m" if axis == "forward" else "deg", "rows": rows,
+                     "counted": counted,
                      "agreement": sum(r["agree"] for r in rows) / counted if counted else None,
                      "vae_ceiling": sum(r["agree"] for r in ceiling) / counted if counted else None,
+                     "motion_ratio": motion_ratio(rows), "vae_motion_ratio": motion_ratio(ceiling),
                      "oracle_expected": sum(r["oracle_expected"] for r in rows) / sum(len(r["oracle_shift"])
                                                                                       for r in rows)}
     return out
+
+
+def motion_ratio(rows: list[dict]) -> float | None:
+    """How far the model's image moves the oracle's way, as a share of how far the oracle's moves: the sum over
+    counted steps of model motion x sign(oracle motion), over the sum of |oracle motion|. 1: as far; 0: still."""
+    pairs = [(m, o) for r in rows for m, o in zip(r["model_shift"], r["oracle_shift"]) if abs(o) > ZOOM_STEP / 2]
+    total = sum(abs(o) for _, o in pairs)
+    return float(sum(m * _sign(o) for m, o in pairs) / total) if total else None
 
 
 def vae_round_trip(gen: StreamingGenerator, clip: torch.Tensor) -> list[torch.Tensor]:
@@ -363,7 +445,7 @@ def bars(result: dict) -> list[dict]:
     long = result["long"]
     out = [{"bar": "PSNR gain over repeat-start, horizons 4-32 (dB)", "value": gain,
             "target": f">= {BARS['psnr_gain_db']}", "pass": gain is not None and gain >= BARS["psnr_gain_db"]}]
-    for axis in ("yaw", "pitch"):
+    for axis in ("yaw", "pitch", "forward"):
         v = result["direction"][axis]["agreement"]
         out.append({"bar": f"direction agreement, {axis}", "value": v, "target": f">= {BARS['direction_agreement']}",
                     "pass": v is not None and v >= BARS["direction_agreement"]})
@@ -399,11 +481,12 @@ def print_report(r: dict) -> None:
         print(f"{x['horizon']:>7} {x['frames_ahead']:>6} {x['model_psnr']:>10.2f} {x['model_ssim']:>10.3f} "
               f"{x['repeat_psnr']:>11.2f} {x['repeat_ssim']:>11.3f} {x['psnr_gain_db']:>8.2f}")
     print(f"mean gain over horizons {GAIN_HORIZONS[0]}-{GAIN_HORIZONS[1]}: {_fmt(h['mean_gain_db'])} dB")
-    print(f"\n{'direction':<9} {'deg/frame':>9} {'steps':>6} {'agreement':>10} {'VAE ceiling':>12} "
-          f"{'oracle as expected':>19}")
+    print(f"\n{'direction':<9} {'per frame':>10} {'steps':>6} {'agreement':>10} {'VAE ceiling':>12} "
+          f"{'motion ratio':>13} {'VAE ratio':>10} {'oracle as expected':>19}")
     for axis, d in r["direction"].items():
-        print(f"{axis:<9} {d['deg_per_frame']:>9.2f} {d['counted']:>6} {_fmt(d['agreement']):>10} "
-              f"{_fmt(d['vae_ceiling']):>12} {_fmt(d['oracle_expected']):>19}")
+        print(f"{axis:<9} {d['per_frame']:>6.3f} {d['unit']:<3} {d['counted']:>6} {_fmt(d['agreement']):>10} "
+              f"{_fmt(d['vae_ceiling']):>12} {_fmt(d['motion_ratio']):>13} {_fmt(d['vae_motion_ratio']):>10} "
+              f"{_fmt(d['oracle_expected']):>19}")
     lg = r["long"]
     print(f"\nlong rollout: {lg['steps']} steps ({lg['frames']} frames), {lg['episode']['family']} scene "
           f"{lg['episode']['scene_seed']}")
@@ -430,6 +513,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--direction-steps", type=int, default=6, help="steps per turn")
     p.add_argument("--yaw-deg", type=float, default=2.5, help="yaw per raw frame, degrees")
     p.add_argument("--pitch-deg", type=float, default=1.5, help="pitch per raw frame, degrees")
+    p.add_argument("--forward-speed", type=float, default=1.0,
+                   help="forward walks at this share of the keyboard walk's full speed (1 m/s at 16 fps)")
     p.add_argument("--long-steps", type=int, default=1000)
     p.add_argument("--score-size", type=int, default=0,
                    help="score the horizons at NxN (model frames resized) instead of the model's frame size")
@@ -442,6 +527,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if min(a.episodes, a.steps, a.direction_scenes, a.direction_steps, a.long_steps) < 1:
         p.error("--episodes, --steps, --direction-scenes, --direction-steps and --long-steps must be >= 1")
+    if not a.forward_speed > 0:
+        p.error(f"--forward-speed must be > 0, got {a.forward_speed}")
     if a.score_size < 0:
         p.error(f"--score-size must be 0 (the model's size) or a positive frame size, got {a.score_size}")
     return a

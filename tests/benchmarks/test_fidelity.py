@@ -48,7 +48,7 @@ def test_oracle_shift_sign_convention(room, axis, index, sign):
     The deltas go through the env's own pose integration (`apply_local_delta`, action layout dx dy dz dpitch dyaw
     droll), so the benchmark's expected signs are tied to what an agent's action does.
     """
-    assert fidelity.EXPECTED_SIGN == {"yaw": -1, "pitch": 1}
+    assert fidelity.EXPECTED_SIGN == {"yaw": -1, "pitch": 1, "forward": 1}
     start, renderer, k = room
     delta = np.zeros(6)
     delta[index] = sign * math.radians(8.0)
@@ -58,6 +58,61 @@ def test_oracle_shift_sign_convention(room, axis, index, sign):
     along, across = (dx, dy) if axis == "yaw" else (dy, dx)
     assert fidelity._sign(along) == fidelity.EXPECTED_SIGN[axis] * sign, (dy, dx)
     assert abs(along) >= 2 and abs(across) <= 1, (dy, dx)
+
+
+@pytest.mark.parametrize("log_zoom", [0.08, -0.05, 0.0, 0.17])
+def test_zoom_scale_recovers_a_zoom_about_the_centre(log_zoom):
+    """A smooth random texture (non-square) zoomed by exp(log_zoom) with grid_sample is measured to the search step,
+    and the reverse zoom reads the opposite sign; a brightness change does not move the estimate."""
+    g = torch.Generator().manual_seed(1)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16, generator=g), size=(96, 128), mode="bicubic",
+                                           align_corners=False)               # (1, 3, 96, 128)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 48), torch.linspace(-1, 1, 64), indexing="ij")
+    grid = torch.stack([xs, ys], -1)[None] * 0.5                               # the centre half of base
+    a = torch.nn.functional.grid_sample(base, grid, align_corners=True)[0].permute(1, 2, 0)     # (48, 64, 3)
+    b = torch.nn.functional.grid_sample(base, grid * math.exp(-log_zoom), align_corners=True)[0].permute(1, 2, 0)
+    assert fidelity.zoom_scale(a, b) == pytest.approx(log_zoom, abs=0.011)
+    assert fidelity.zoom_scale(b, a) == pytest.approx(-log_zoom, abs=0.011)
+    assert fidelity.zoom_scale(a, b * 0.6 + 0.2) == pytest.approx(log_zoom, abs=0.011)
+    assert fidelity.motion("forward", a, b) == fidelity.zoom_scale(a, b)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_oracle_zooms_in_when_the_camera_walks_forward(room, sign):
+    """The forward check's convention, through the env's own pose integration (action dz = forward): walking
+    forward grows the image about its centre, walking back shrinks it, and standing still reads exactly 0."""
+    start, renderer, k = room
+    delta = np.zeros(6)
+    delta[2] = sign * 0.4
+    c2w = np.stack([start, apply_local_delta(start, delta)])
+    a, b = renderer.render(torch.from_numpy(c2w), k).rgb
+    z = fidelity.zoom_scale(a, b)
+    assert fidelity._sign(z) == fidelity.EXPECTED_SIGN["forward"] * sign and abs(z) >= 0.04, z
+    assert fidelity.zoom_scale(a, a) == 0.0
+
+
+def test_forward_episodes_walk_straight_through_free_space_and_back():
+    frames, step = 13, 0.0625
+    eps = fidelity.forward_episodes(2, 100000, frames, step)
+    assert [(e["family"], e["sign"]) for e in eps.labels] == [("indoor", 1), ("indoor", -1), ("outdoor", 1),
+                                                              ("outdoor", -1)]
+    assert eps.c2w.shape == (4, frames, 4, 4)
+    for i in (0, 2):
+        fwd, back = eps.c2w[i], eps.c2w[i + 1]
+        np.testing.assert_array_equal(back, fwd[::-1])
+        moves = np.diff(fwd[:, :3, 3], axis=0)                                # (F-1, 3) metres per frame
+        np.testing.assert_allclose(np.linalg.norm(moves, axis=1), step, rtol=1e-9)
+        np.testing.assert_allclose(moves / step, np.broadcast_to(fwd[0, :3, 2], moves.shape), atol=1e-9)  # along +z
+        np.testing.assert_array_equal(fwd[:, :3, :3], np.broadcast_to(fwd[0, :3, :3], (frames, 3, 3)))
+        geom = fidelity.scene_and_geometry(eps.labels[i]["family"], eps.labels[i]["scene_seed"])[1]
+        assert geom.is_free(fwd[:, :3, 3]).all()
+
+
+def test_motion_ratio_is_the_signed_share_of_the_oracles_motion():
+    rows = [{"model_shift": [-3, -2, 1], "oracle_shift": [-6, -4, 0]},        # the still oracle step is not counted
+            {"model_shift": [0.02, -0.01], "oracle_shift": [0.05, 0.05]}]
+    assert fidelity.motion_ratio(rows) == pytest.approx((3 + 2 + 0.02 - 0.01) / (6 + 4 + 0.1))
+    assert fidelity.motion_ratio([{"model_shift": [1], "oracle_shift": [0]}]) is None
 
 
 def test_main_end_to_end_on_micro(tmp_path):
@@ -71,13 +126,16 @@ def test_main_end_to_end_on_micro(tmp_path):
     rows = saved["horizon"]["rows"]
     assert [r["horizon"] for r in rows] == [1, 4]                             # horizons capped at --steps
     assert saved["horizon"]["mean_gain_db"] == pytest.approx(rows[1]["psnr_gain_db"])
-    for axis in ("yaw", "pitch"):
+    for axis in ("yaw", "pitch", "forward"):
         d = saved["direction"][axis]
         assert d["counted"] > 0 and 0.0 <= d["agreement"] <= 1.0 and 0.0 <= d["vae_ceiling"] <= 1.0
         assert d["oracle_expected"] == 1.0                                     # the oracle moves as the convention says
+        assert d["motion_ratio"] == fidelity.motion_ratio(d["rows"])
+    assert saved["direction"]["forward"]["unit"] == "m"
+    assert saved["direction"]["forward"]["per_frame"] == pytest.approx(1.0 / 16)
     long = saved["long"]
     assert long["frames"] == 20 * 4 and long["nan"] is False and long["std_ratio_min"] <= long["std_ratio_max"]
-    assert [isinstance(b["pass"], bool) for b in saved["bars"]] == [True] * 4
+    assert [isinstance(b["pass"], bool) for b in saved["bars"]] == [True] * 5
     assert saved["bars"] == res["bars"]
 
     # The repeat-start baseline at horizon 1, recomputed with a fresh renderer per scene and evaluate.psnr.
