@@ -65,6 +65,8 @@ class WorldModelConfig:
     warp_skip_target: str = "image"   # what the skip pulls toward: "image", each warp's own latent (the
     #                                   conditioning); "chunk", the warp's latent as a chunk of tf frames
     #                                   (`warp.warp_chunks`: pixel space only, one clip encode per source)
+    warp_inverse_depth: float = 0.0   # 1 / metres: the warps also move with the camera, as if every pixel lay at
+    #                                   this inverse depth; 0 = infinitely far, the rotation-only warp
 
     def __post_init__(self):
         if self.warp_sink and not self.warp_condition:
@@ -79,6 +81,9 @@ class WorldModelConfig:
             raise ValueError("warp_skip_target='chunk' needs warp_skip and warp_space='pixel' (it encodes frames)")
         if not (self.warp_skip_range >= 0.0 and math.isfinite(self.warp_skip_range)):
             raise ValueError(f"warp_skip_range must be a finite number of metres >= 0, got {self.warp_skip_range}")
+        if not (self.warp_inverse_depth >= 0.0 and math.isfinite(self.warp_inverse_depth)):
+            raise ValueError(f"warp_inverse_depth must be a finite number of 1/metres >= 0, got "
+                             f"{self.warp_inverse_depth}")
         if self.warp_space not in ("latent", "pixel"):
             raise ValueError(f"warp_space must be 'latent' or 'pixel', got {self.warp_space!r}")
         if self.hidden_size % self.num_heads:

@@ -359,7 +359,7 @@ class SanaWMTransformer(nn.Module):
             raise ValueError("this model warps in pixel space (warp_space='pixel'): pass vae= to warp_of, or pass "
                              "warp= to forward")
         return sequence_warp(latents, camera_conditions, chunks, self.cfg.warp_sink, vae if pixel else None,
-                             self.cfg.warp_targets)
+                             self.cfg.warp_targets, self.cfg.warp_inverse_depth)
 
     @property
     def warp_channels(self) -> int:

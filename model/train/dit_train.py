@@ -114,6 +114,9 @@ class Args(RunArgs):
     denoise_timesteps: tuple[int, ...] | None = None
     """few-step timesteps of the x0 levels, the self-forcing rollouts and evaluation, written into the release
     config (e.g. 1000,0 to train the one pass that ships); none = the preset's"""
+    inverse_depth: float | None = None
+    """the warps' inverse depth (WorldModelConfig.warp_inverse_depth, 1 / metres), written into the release config;
+    none = the preset's. Cached warp inputs must have been made with the same (python -m model.train.warps)"""
     objective: str = "flow"
     """flow, x0 or self-forcing (see the module docstring)"""
     steps: int = 30000
@@ -164,7 +167,7 @@ TRAIN_FIELDS = ["step", "loss", "main", "flow_reg", "lr", "grad_norm", "seq", "b
                 "elapsed_s"]
 EVAL_FIELDS = ["step", "val_flow", "fewstep_mse", "rollout_mse", "rollout_mse_last", "fewstep_psnr", "rollout_psnr",
                "rollout_ssim"]
-RESUME_KEYS = ("preset", "objective", "denoise_timesteps")
+RESUME_KEYS = ("preset", "objective", "denoise_timesteps", "inverse_depth")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -388,6 +391,11 @@ def check_cache(cache: LatentCache, cfg: WorldModelConfig, longest: int, name: s
     if m.get("vae_preset") not in (None, cfg.vae):
         raise ValueError(f"{name}: cache was made with VAE preset {m['vae_preset']!r}, preset {cfg.name!r} uses "
                          f"{cfg.vae!r}")
+    made = (m.get("warp") or {}).get("inverse_depth", 0.0)
+    if cache.warp is not None and made != cfg.warp_inverse_depth:
+        raise ValueError(f"{name}: cached warp inputs were made at inverse depth {made}, the model warps at "
+                         f"{cfg.warp_inverse_depth}; rebuild them with python -m model.train.warps --inverse-depth "
+                         f"{cfg.warp_inverse_depth}")
     if cache.window < longest:
         raise ValueError(f"{name}: windows hold {cache.window} latents but --seq-schedule needs {longest}; "
                          f"rebuild the cache with --window {longest}")
@@ -426,7 +434,9 @@ def train(args: Args, on_step=None) -> Path:
 def _train(args: Args, dist: Dist, on_step) -> Path:
     device = resolve_device(args.device, dist)
     setup_threads(args.threads, device)
-    cfg = get_config(args.preset, **({"denoise_timesteps": args.denoise_timesteps} if args.denoise_timesteps else {}))
+    over = {"denoise_timesteps": args.denoise_timesteps} if args.denoise_timesteps else {}
+    cfg = get_config(args.preset, **over, **({} if args.inverse_depth is None else
+                                            {"warp_inverse_depth": args.inverse_depth}))
     schedule = parse_seq_schedule(args.seq_schedule, cfg, args.batch)
     longest = max(t for t, _, _ in schedule)
     out = Path(args.out)

@@ -40,6 +40,8 @@ class Args:
     """the VAE the cache was encoded with (its decoder makes the frames, its encoder re-encodes the warps)"""
     preset: str = "tiny64"
     """DiT preset: its chunk layout and whether the sink is warped too"""
+    inverse_depth: float | None = None
+    """warp_inverse_depth (1 / metres) of the model these inputs are for; none = the preset's"""
     batch: int = 32
     """windows per VAE call"""
     device: str = "auto"
@@ -55,7 +57,8 @@ def build_warps(args: Args) -> Path:
     """Compute and store the warp inputs of every window; returns the path of latents.json."""
     device = resolve_device(args.device)
     setup_threads(args.threads, device)
-    cfg = get_config(args.preset, warp_condition=True, warp_space="pixel")
+    depth = {} if args.inverse_depth is None else {"warp_inverse_depth": args.inverse_depth}
+    cfg = get_config(args.preset, warp_condition=True, warp_space="pixel", **depth)
     path = Path(args.latents)
     path = path / "latents.json" if path.is_dir() else path
     cache = LatentCache.load(path)
@@ -73,8 +76,8 @@ def build_warps(args: Args) -> Path:
             idx = torch.arange(a, min(a + args.batch, start + shard["count"]))
             lat = cache.latents[idx].to(device)                                       # (b, C, W, h, w)
             cond, _ = camera_conditioning(cfg, cache.c2w[idx].to(device), cache.k_lat[idx].to(device), cache.window)
-            out.append(sequence_warp(lat, cond, layout, cfg.warp_sink, vae, cfg.warp_targets)  # (b, warp ch, W, h, w)
-                       .half().cpu())
+            out.append(sequence_warp(lat, cond, layout, cfg.warp_sink, vae, cfg.warp_targets,
+                                     cfg.warp_inverse_depth).half().cpu())                  # (b, warp ch, W, h, w)
             bar.update(len(idx))
         name = f"warp_{i:05d}.safetensors"
         save_file({"warp": torch.cat(out).contiguous()}, str(path.parent / name))
@@ -82,6 +85,7 @@ def build_warps(args: Args) -> Path:
         start += shard["count"]
     bar.close()
     meta["warp"] = {"space": "pixel", "sink": cfg.warp_sink, "chunk_frames": cfg.chunk_frames,
+                    "inverse_depth": cfg.warp_inverse_depth,
                     "vae": str(Path(args.vae).resolve()), "files": files}
     path.write_text(json.dumps(meta, indent=1))
     return path

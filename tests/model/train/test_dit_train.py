@@ -349,3 +349,33 @@ def test_warp_gates_train_at_their_own_lr_scale(tmp_path):
     assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert len(make_optimizer(build_model(get_config("micro", warp_skip=False)), _args((tmp_path, tmp_path),
                                                                                         "unused")).param_groups) == 2
+
+
+def test_warp_inputs_are_made_and_checked_at_the_models_inverse_depth(data, tmp_path):
+    """`--inverse-depth` warps move with the camera; the cache records the depth, and a model that warps at another
+    one refuses the cache instead of training on inputs it will never see."""
+    import json
+    import shutil
+
+    from model.train.dit_train import check_cache
+    from model.train.latents import load_vae
+    from model.train.warps import Args as WarpArgs
+    from model.train.warps import build_warps
+
+    caches = {}
+    for inv in (0.0, 0.5):
+        lat = tmp_path / f"lat{inv}"
+        shutil.copytree(Path(data[0]).parent, lat)
+        build_warps(WarpArgs(latents=str(lat / "latents.json"), vae=str(data[1]), preset="micro", batch=3,
+                             device="cpu", progress=False, inverse_depth=inv))
+        assert json.loads((lat / "latents.json").read_text())["warp"]["inverse_depth"] == inv
+        caches[inv] = LatentCache.load(lat / "latents.json")
+    assert (caches[0.0].warp.float() - caches[0.5].warp.float()).abs().max() > 0.1     # the walks translate
+    cfg = get_config("micro", warp_space="pixel", warp_inverse_depth=0.5)
+    b = LatentBatch.from_cache(caches[0.5], torch.tensor([1, 2]), cfg, 3, CPU)
+    with torch.no_grad():
+        want = build_model(cfg).warp_of(b.latents, b.cond, [1] * 3, load_vae(data[1]))
+    torch.testing.assert_close(b.warp, want, atol=2e-2, rtol=1e-2)
+    check_cache(caches[0.5], cfg, 3, "lat0.5")
+    with pytest.raises(ValueError, match="inverse depth 0.0, the model warps at 0.5"):
+        check_cache(caches[0.0], cfg, 3, "lat0.0")
