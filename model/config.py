@@ -67,6 +67,8 @@ class WorldModelConfig:
     #                                   (`warp.warp_chunks`: pixel space only, one clip encode per source)
     warp_inverse_depth: float = 0.0   # 1 / metres: the warps also move with the camera, as if every pixel lay at
     #                                   this inverse depth; 0 = infinitely far, the rotation-only warp
+    warp_floor: float = 0.0           # metres below the first camera: pixels whose ray meets that floor nearer lie on
+    #                                   it (`warp.WarpDepth`); 0 = no floor
 
     def __post_init__(self):
         if self.warp_sink and not self.warp_condition:
@@ -84,6 +86,8 @@ class WorldModelConfig:
         if not (self.warp_inverse_depth >= 0.0 and math.isfinite(self.warp_inverse_depth)):
             raise ValueError(f"warp_inverse_depth must be a finite number of 1/metres >= 0, got "
                              f"{self.warp_inverse_depth}")
+        if not (self.warp_floor >= 0.0 and math.isfinite(self.warp_floor)):
+            raise ValueError(f"warp_floor must be a finite number of metres >= 0, got {self.warp_floor}")
         if self.warp_space not in ("latent", "pixel"):
             raise ValueError(f"warp_space must be 'latent' or 'pixel', got {self.warp_space!r}")
         if self.hidden_size % self.num_heads:

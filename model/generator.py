@@ -47,7 +47,7 @@ from .trace_fold import specialize
 from .transformer import SanaWMTransformer, build_model
 from .upscale import FrameUpscaler, load_upscaler, upscaler_config, upscaler_path
 from .vae import CausalVAE, vae_config
-from .warp import stack_sources, warp_chunks, warp_frames, warp_latents
+from .warp import WarpDepth, stack_sources, warp_chunks, warp_frames, warp_latents
 
 WEIGHTS = Path(__file__).parent / "weights"
 SAMPLERS = ("euler", "renoise")
@@ -496,19 +496,19 @@ class StreamingGenerator:
         cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
         if not cfg.warps_pixels:
             src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
-            return stack_sources(warp_latents(src, cond_src, cond_dst, cfg.warp_inverse_depth), n), None
+            return stack_sources(warp_latents(src, cond_src, cond_dst, WarpDepth.of(cfg)), n), None
         src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
         dtype = state.latent.dtype
 
         def targets() -> torch.Tensor:   # each latent turns from the view before it: (B, n(C + 1), T_c, h, w)
             before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)  # (B, T_c, 20)
             out = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst, self._prefix,
-                              cfg.warp_inverse_depth)
+                              WarpDepth.of(cfg))
             return stack_sources(out.to(dtype), n)
 
         handle = beside(targets) if cfg.warp_targets else None
         out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix,
-                          cfg.warp_inverse_depth).to(dtype)                           # (nB, C + 1, T_c, h, w)
+                          WarpDepth.of(cfg)).to(dtype)                           # (nB, C + 1, T_c, h, w)
         return stack_sources(out, n), handle                                          # (B, n(C + 1), T_c, h, w)
 
     def _commit(self, state: WorldState) -> None:

@@ -30,7 +30,7 @@ from .layers import CaptionEmbedder, CrossAttention, FinalLayer, GLUMBConvTemp, 
 from .parallel import join
 from .rope import rope_at
 from .state import BlockCache
-from .warp import sequence_warp
+from .warp import WarpDepth, sequence_warp
 
 # prepare()'s result: attention context, Plücker embedding, caption tokens (per-block K/V at inference), warp embedding,
 # and the output skip's inputs (warp_skip models; else None): the warp (or a `beside` handle of it) and the sink's
@@ -359,7 +359,7 @@ class SanaWMTransformer(nn.Module):
             raise ValueError("this model warps in pixel space (warp_space='pixel'): pass vae= to warp_of, or pass "
                              "warp= to forward")
         return sequence_warp(latents, camera_conditions, chunks, self.cfg.warp_sink, vae if pixel else None,
-                             self.cfg.warp_targets, self.cfg.warp_inverse_depth)
+                             self.cfg.warp_targets, WarpDepth.of(self.cfg))
 
     @property
     def warp_channels(self) -> int:

@@ -5,10 +5,11 @@ and learning that from Plücker rays and UCPE alone proved too slow for the comp
 still under yaw and pitch). A camera rotation about its centre maps one image onto the next by the homography
 H = K R_src^T R_dst K^-1 at every depth, so the new view's rotated content can be handed to the model directly; it
 still has to fill in what enters the frame and what translation moves (parallax, approach). Without depth,
-translation has no exact warp; `inverse_depth` (`WorldModelConfig.warp_inverse_depth`) moves the warps with the
-camera as if every pixel lay at one depth, so walking forward zooms the warped view and a step sideways shifts it.
-Why: with rotation-only warps the model drew a forward walk's approach at a tenth of its true zoom
-(`benchmarks/fidelity.py`, forward); 0 keeps the rotation-only warp exactly.
+translation has no exact warp; a `WarpDepth` (`WorldModelConfig.warp_inverse_depth`, `warp_floor`) moves the warps
+with the camera as if every pixel lay at one depth, or on a floor below the camera where its ray meets that floor
+nearer, so walking forward zooms the warped view and a step sideways shifts it. Why: with rotation-only warps the
+model drew a forward walk's approach at a tenth of its true zoom (`benchmarks/fidelity.py`, forward). The default
+`WarpDepth()` is the rotation-only warp exactly.
 
 - The source of every latent frame of chunk c is the last latent frame of chunk c-1 (clean history, as streaming
   holds it); chunk 0 (the image latent) has none and gets zeros with a zero validity mask.
@@ -45,6 +46,7 @@ Why: with rotation-only warps the model drew a forward walk's approach at a tent
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -55,14 +57,47 @@ from .camera import scale_intrinsics
 if TYPE_CHECKING:
     from .vae import CausalVAE, ImagePrefix
 
-__all__ = ["warp_grid", "warp_latents", "warp_frames", "warp_chunks", "interpolate_rotations", "sequence_warp",
-           "stack_sources"]
+__all__ = ["ROTATION", "WarpDepth", "warp_grid", "warp_latents", "warp_frames", "warp_chunks", "interpolate_rotations",
+           "sequence_warp", "stack_sources"]
+
+
+@dataclass(frozen=True)
+class WarpDepth:
+    """Where the warps take the destination view's pixels to lie, so that translation moves them too.
+
+    inverse: 1 / metres, every pixel at this depth along the view's axis (0: infinitely far, rotation only).
+    floor: metres below the first camera (whose frame the poses are relative to; its y axis points down): a pixel
+    whose ray meets that level plane nearer than `1 / inverse` lies on it (0: no floor). Why: the lower half of a
+    walker's view is floor, whose depth follows from the ray alone; one depth for everything over-moves far ground.
+    """
+
+    inverse: float = 0.0
+    floor: float = 0.0
+
+    @classmethod
+    def of(cls, cfg) -> WarpDepth:
+        return cls(cfg.warp_inverse_depth, cfg.warp_floor)
+
+    @property
+    def moves(self) -> bool:
+        return self.inverse > 0 or self.floor > 0
+
+    def inverse_map(self, rays_rel: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
+        """rays_rel [N, h, w, 3] (z = 1 in the view's camera, rotated into the first camera's frame), height [N] the
+        view's camera above the floor in metres -> inverse z-depth [N, h, w]."""
+        if self.floor <= 0:
+            return torch.full_like(rays_rel[..., 1], self.inverse)
+        down = rays_rel[..., 1] / height.clamp_min(1e-3)[:, None, None]   # (N, h, w) 1 / depth on the floor
+        return down.clamp_min(self.inverse)
+
+
+ROTATION = WarpDepth()
 
 
 def warp_grid(cond_src: torch.Tensor, cond_dst: torch.Tensor, hw: tuple[int, int],
-              inverse_depth: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each pixel of the destination view looks in the source view, under the rotation between them and, with
-    inverse_depth > 0 (1 / metres), the translation, every pixel taken at that depth along the destination's axis.
+              depth: WarpDepth = ROTATION) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each pixel of the destination view looks in the source view, under the rotation between them and, when
+    `depth` moves, the translation, each pixel taken at the depth it gives.
 
     cond_src, cond_dst: [B, T, 20]. Returns (grid [B*T, h, w, 2] in grid_sample's normalised coordinates with
     align_corners=True, valid [B*T, 1, h, w]: the ray is in front of the source camera and lands inside it).
@@ -80,9 +115,11 @@ def warp_grid(cond_src: torch.Tensor, cond_dst: torch.Tensor, hw: tuple[int, int
                         torch.ones(b * t, h, w, device=cond_dst.device)], -1)           # (BT, h, w, 3) dst camera
     rel = r_src.transpose(1, 2) @ r_dst                                                # (BT, 3, 3) dst -> src camera
     d = torch.einsum("nij,nhwj->nhwi", rel, rays)                                      # (BT, h, w, 3) src camera
-    if inverse_depth > 0:   # the point rays / inverse_depth, seen from the source: scaled by inverse_depth
+    if depth.moves:   # the point rays / q (q the inverse depth), seen from the source, scaled by q
         move = r_src.transpose(1, 2) @ (c2w_dst[:, :3, 3] - c2w_src[:, :3, 3])[..., None]  # (BT, 3, 1) src camera
-        d = d + inverse_depth * move[:, None, None, :, 0]
+        rays_rel = torch.einsum("nij,nhwj->nhwi", r_dst, rays)                         # (BT, h, w, 3) frame 0
+        q = depth.inverse_map(rays_rel, depth.floor - c2w_dst[:, 1, 3])                 # (BT, h, w)
+        d = d + q[..., None] * move[:, None, None, :, 0]
     z = d[..., 2]
     front = z > 1e-6
     z = torch.where(front, z, torch.ones_like(z))
@@ -96,10 +133,10 @@ def warp_grid(cond_src: torch.Tensor, cond_dst: torch.Tensor, hw: tuple[int, int
 
 
 def _sample(src: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor,
-            inverse_depth: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+            depth: WarpDepth = ROTATION) -> tuple[torch.Tensor, torch.Tensor]:
     """src [B, C, T, h, w] -> (warped [B*T, C, h, w], zero outside the source view; valid [B*T, 1, h, w])."""
     b, c, t, h, w = src.shape
-    grid, valid = warp_grid(cond_src, cond_dst, (h, w), inverse_depth)
+    grid, valid = warp_grid(cond_src, cond_dst, (h, w), depth)
     flat = src.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)                         # (BT, C, h, w)
     out = F.grid_sample(flat.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out * valid, valid
@@ -112,11 +149,11 @@ def _stack(out: torch.Tensor, valid: torch.Tensor, b: int, t: int) -> torch.Tens
 
 
 def warp_latents(src: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor,
-                 inverse_depth: float = 0.0) -> torch.Tensor:
+                 depth: WarpDepth = ROTATION) -> torch.Tensor:
     """src [B, C, T, h, w] seen from cond_src [B, T, 20], warped into cond_dst's views -> [B, C + 1, T, h, w]
     (the warped latents, then the validity mask). Outside the source view the latents are 0."""
     b, _, t = src.shape[:3]
-    out, valid = _sample(src, cond_src, cond_dst, inverse_depth)
+    out, valid = _sample(src, cond_src, cond_dst, depth)
     return _stack(out, valid, b, t).to(src.dtype)
 
 
@@ -132,7 +169,7 @@ def stack_sources(out: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, cond_dst: torch.Tensor,
-                prefix: ImagePrefix | None = None, inverse_depth: float = 0.0) -> torch.Tensor:
+                prefix: ImagePrefix | None = None, depth: WarpDepth = ROTATION) -> torch.Tensor:
     """Pixel space: frames [B, 3, T, H, W] in [-1, 1] seen from cond_src [B, T, 20] (latent intrinsics, as
     everywhere), warped into cond_dst's views at frame resolution and encoded alone -> [B, C + 1, T, h, w] (the
     normalised latents, 0 where no pixel of the source lands; then the valid share of each latent pixel).
@@ -141,7 +178,7 @@ def warp_frames(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, co
     s = vae.spatial_factor
     lat_hw = (fh // s, fw // s)
     out, valid = _sample(frames, _to_pixels(cond_src, lat_hw, (fh, fw)),
-                         _to_pixels(cond_dst, lat_hw, (fh, fw)), inverse_depth)        # (BT, 3, H, W), (BT, 1, H, W)
+                         _to_pixels(cond_dst, lat_hw, (fh, fw)), depth)        # (BT, 3, H, W), (BT, 1, H, W)
     z = vae.encode_image(out[:, :, None], prefix)[:, :, 0]                             # (BT, C, h, w)
     share = F.avg_pool2d(valid, s)                                                     # (BT, 1, h, w)
     return _stack(z * (share > 0), share, b, t)
@@ -176,12 +213,12 @@ def interpolate_rotations(r0: torch.Tensor, r1: torch.Tensor, fractions: torch.T
 
 
 def warp_chunks(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, cond_prev: torch.Tensor,
-                cond_dst: torch.Tensor, prefix: ImagePrefix | None = None, inverse_depth: float = 0.0) -> torch.Tensor:
+                cond_dst: torch.Tensor, prefix: ImagePrefix | None = None, depth: WarpDepth = ROTATION) -> torch.Tensor:
     """The skip targets of `warp_skip_target="chunk"`: frames [B, 3, T, H, W] in [-1, 1] seen from cond_src
     [B, T, 20] -> [B, C + 1, T, h, w]: per latent, the frame warped into cond_prev's view (the latent before) and
     into tf views turning from there to cond_dst's (the last one cond_dst itself), encoded as one clip of 1 + tf
     frames; its latent 1, 0 where no pixel lands, then the valid share of each latent pixel in cond_dst's view.
-    Rotations are interpolated on the geodesic, positions on the straight line (used with inverse_depth only).
+    Rotations are interpolated on the geodesic, positions on the straight line (used where `depth` moves).
     prefix: the VAE's `image_prefix`, which `encode_clip` streams from (else computed per call)."""
     b, _, t, fh, fw = frames.shape
     tf, s = vae.temporal_factor, vae.spatial_factor
@@ -193,7 +230,7 @@ def warp_chunks(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, co
     c2w = torch.zeros(*rots.shape[:3], 4, 4, device=frames.device)
     c2w[..., :3, :3] = rots
     c2w[..., 3, 3] = 1.0
-    if inverse_depth > 0:
+    if depth.moves:
         t0 = cond_prev[..., :16].unflatten(-1, (4, 4))[..., :3, 3].float()            # (B, T, 3)
         t1 = cond_dst[..., :16].unflatten(-1, (4, 4))[..., :3, 3].float()
         f = torch.arange(0, tf + 1, device=frames.device, dtype=torch.float32) / tf   # (1 + tf,)
@@ -203,7 +240,7 @@ def warp_chunks(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, co
     src = _to_pixels(cond_src.float(), lat_hw, (fh, fw))[:, :, None]                 # (B, T, 1, 20)
     src = src.expand(b, t, 1 + tf, 20).flatten(1, 2)                                  # (B, T(1 + tf), 20)
     clip = frames[:, :, :, None].expand(b, 3, t, 1 + tf, fh, fw).flatten(2, 3)       # (B, 3, T(1 + tf), H, W)
-    out, valid = _sample(clip, src, views, inverse_depth)                             # (BT(1 + tf), 3 | 1, H, W)
+    out, valid = _sample(clip, src, views, depth)                             # (BT(1 + tf), 3 | 1, H, W)
     out = out.unflatten(0, (b * t, 1 + tf)).transpose(1, 2)                           # (BT, 3, 1 + tf, H, W)
     z = vae.encode_clip(out, prefix)[:, :, 1]                                         # (BT, C, h, w)
     share = F.avg_pool2d(valid.unflatten(0, (b * t, 1 + tf))[:, -1], s)               # (BT, 1, h, w)
@@ -211,13 +248,13 @@ def warp_chunks(vae: CausalVAE, frames: torch.Tensor, cond_src: torch.Tensor, co
 
 
 def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int], sink: bool = False,
-                  vae: CausalVAE | None = None, targets: bool = False, inverse_depth: float = 0.0) -> torch.Tensor:
+                  vae: CausalVAE | None = None, targets: bool = False, depth: WarpDepth = ROTATION) -> torch.Tensor:
     """The conditioning of a chunk-causal sequence: latents [B, C, T, h, w] (their history clean), cond [B, T, 20],
     chunks the layout (e.g. [1, 1, 1]) -> [B, (C + 1) * (1 + sink), T, h, w]; frames of chunk c warp the last frame
     of chunk c-1 (and, with sink, frame 0); chunk 0 gets zeros. With a VAE, in pixel space: the latents are decoded
     (causally, as streaming decodes them) and their frames warped and re-encoded (`warp_frames`). `targets` (pixel
     space only) appends the same sources' chunk latents (`warp_chunks`, the skip targets of
-    `warp_skip_target="chunk"`), doubling the channels. inverse_depth: as `warp_grid`."""
+    `warp_skip_target="chunk"`), doubling the channels. depth: as `warp_grid`."""
     b, c, t, h, w = latents.shape
     dev = latents.device
     if targets and vae is None:
@@ -228,7 +265,7 @@ def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int], 
     first = torch.zeros_like(src_idx)
     if vae is None:
         def warp(idx, cond_src):
-            return warp_latents(latents[:, :, idx], cond_src, cond, inverse_depth)
+            return warp_latents(latents[:, :, idx], cond_src, cond, depth)
     else:  # a condition, like the clean history it comes from: no gradient through the VAE
         with torch.no_grad():
             frames = vae.decode(latents.float())                                       # (B, 3, 1 + s(T-1), H, W)
@@ -238,13 +275,13 @@ def sequence_warp(latents: torch.Tensor, cond: torch.Tensor, chunks: list[int], 
         def warp(idx, cond_src):                                                       # latent j ends at raw s*j
             with torch.no_grad():
                 return warp_frames(vae, frames[:, :, idx * vae.temporal_factor], cond_src, cond,
-                                   prefix, inverse_depth).to(latents.dtype)
+                                   prefix, depth).to(latents.dtype)
 
         def chunk_targets(srcs):                                                       # both in one batch
             src = torch.cat([frames[:, :, i * vae.temporal_factor] for i, _ in srcs])  # (SB, 3, T, H, W)
             with torch.no_grad():
                 out = warp_chunks(vae, src, torch.cat([cs for _, cs in srcs]), before.repeat(len(srcs), 1, 1),
-                                  cond.repeat(len(srcs), 1, 1), prefix, inverse_depth)
+                                  cond.repeat(len(srcs), 1, 1), prefix, depth)
             return stack_sources(out.to(latents.dtype), len(srcs))                      # (B, S(C + 1), T, h, w)
     sources = [(src_idx, cond[:, src_idx])] + ([(first, cond[:, first])] if sink else [])
     out = torch.cat([warp(i, cs) for i, cs in sources] + ([chunk_targets(sources)] if targets else []), 1)

@@ -92,6 +92,7 @@ from .common import (
 )
 from .evaluate import LatentBatch, chunk_layout, dit_fidelity, few_step_sigmas, rollout
 from .latents import LatentCache, load_vae
+from .warps import check_depth, depth_overrides
 
 OBJECTIVES = ("flow", "x0", "self-forcing")
 SAMPLERS = ("euler", "renoise")
@@ -117,6 +118,8 @@ class Args(RunArgs):
     inverse_depth: float | None = None
     """the warps' inverse depth (WorldModelConfig.warp_inverse_depth, 1 / metres), written into the release config;
     none = the preset's. Cached warp inputs must have been made with the same (python -m model.train.warps)"""
+    floor: float | None = None
+    """the warps' floor (WorldModelConfig.warp_floor, metres below the first camera), as --inverse-depth"""
     objective: str = "flow"
     """flow, x0 or self-forcing (see the module docstring)"""
     steps: int = 30000
@@ -167,7 +170,7 @@ TRAIN_FIELDS = ["step", "loss", "main", "flow_reg", "lr", "grad_norm", "seq", "b
                 "elapsed_s"]
 EVAL_FIELDS = ["step", "val_flow", "fewstep_mse", "rollout_mse", "rollout_mse_last", "fewstep_psnr", "rollout_psnr",
                "rollout_ssim"]
-RESUME_KEYS = ("preset", "objective", "denoise_timesteps", "inverse_depth")
+RESUME_KEYS = ("preset", "objective", "denoise_timesteps", "inverse_depth", "floor")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -391,11 +394,8 @@ def check_cache(cache: LatentCache, cfg: WorldModelConfig, longest: int, name: s
     if m.get("vae_preset") not in (None, cfg.vae):
         raise ValueError(f"{name}: cache was made with VAE preset {m['vae_preset']!r}, preset {cfg.name!r} uses "
                          f"{cfg.vae!r}")
-    made = (m.get("warp") or {}).get("inverse_depth", 0.0)
-    if cache.warp is not None and made != cfg.warp_inverse_depth:
-        raise ValueError(f"{name}: cached warp inputs were made at inverse depth {made}, the model warps at "
-                         f"{cfg.warp_inverse_depth}; rebuild them with python -m model.train.warps --inverse-depth "
-                         f"{cfg.warp_inverse_depth}")
+    if cache.warp is not None:
+        check_depth(m, cfg, name)
     if cache.window < longest:
         raise ValueError(f"{name}: windows hold {cache.window} latents but --seq-schedule needs {longest}; "
                          f"rebuild the cache with --window {longest}")
@@ -435,8 +435,7 @@ def _train(args: Args, dist: Dist, on_step) -> Path:
     device = resolve_device(args.device, dist)
     setup_threads(args.threads, device)
     over = {"denoise_timesteps": args.denoise_timesteps} if args.denoise_timesteps else {}
-    cfg = get_config(args.preset, **over, **({} if args.inverse_depth is None else
-                                            {"warp_inverse_depth": args.inverse_depth}))
+    cfg = get_config(args.preset, **over, **depth_overrides(args))
     schedule = parse_seq_schedule(args.seq_schedule, cfg, args.batch)
     longest = max(t for t, _, _ in schedule)
     out = Path(args.out)

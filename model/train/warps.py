@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..config import get_config
-from ..warp import sequence_warp
+from ..warp import WarpDepth, sequence_warp
 from .common import parse_args, resolve_device, setup_threads
 from .evaluate import chunk_layout
 from .latents import LatentCache, camera_conditioning, load_vae
@@ -42,6 +42,8 @@ class Args:
     """DiT preset: its chunk layout and whether the sink is warped too"""
     inverse_depth: float | None = None
     """warp_inverse_depth (1 / metres) of the model these inputs are for; none = the preset's"""
+    floor: float | None = None
+    """warp_floor (metres below the first camera) of the model these inputs are for; none = the preset's"""
     batch: int = 32
     """windows per VAE call"""
     device: str = "auto"
@@ -52,13 +54,29 @@ class Args:
     """tqdm progress bar"""
 
 
+def depth_overrides(args) -> dict:
+    """The config fields of `--inverse-depth` / `--floor` that were given (this trainer's and dit_train's)."""
+    given = {"warp_inverse_depth": args.inverse_depth, "warp_floor": args.floor}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def check_depth(meta: dict, cfg, name: str) -> None:
+    """Warp inputs cached at another depth than the model's would train it on inputs it never sees."""
+    made = meta.get("warp") or {}
+    made = (made.get("inverse_depth", 0.0), made.get("floor", 0.0))
+    want = (cfg.warp_inverse_depth, cfg.warp_floor)
+    if made != want:
+        raise ValueError(f"{name}: cached warp inputs were made at (inverse depth, floor) {made}, the model warps at "
+                         f"{want}; rebuild them with python -m model.train.warps --inverse-depth {want[0]} "
+                         f"--floor {want[1]}")
+
+
 @torch.no_grad()
 def build_warps(args: Args) -> Path:
     """Compute and store the warp inputs of every window; returns the path of latents.json."""
     device = resolve_device(args.device)
     setup_threads(args.threads, device)
-    depth = {} if args.inverse_depth is None else {"warp_inverse_depth": args.inverse_depth}
-    cfg = get_config(args.preset, warp_condition=True, warp_space="pixel", **depth)
+    cfg = get_config(args.preset, warp_condition=True, warp_space="pixel", **depth_overrides(args))
     path = Path(args.latents)
     path = path / "latents.json" if path.is_dir() else path
     cache = LatentCache.load(path)
@@ -77,7 +95,7 @@ def build_warps(args: Args) -> Path:
             lat = cache.latents[idx].to(device)                                       # (b, C, W, h, w)
             cond, _ = camera_conditioning(cfg, cache.c2w[idx].to(device), cache.k_lat[idx].to(device), cache.window)
             out.append(sequence_warp(lat, cond, layout, cfg.warp_sink, vae, cfg.warp_targets,
-                                     cfg.warp_inverse_depth).half().cpu())                  # (b, warp ch, W, h, w)
+                                     WarpDepth.of(cfg)).half().cpu())                       # (b, warp ch, W, h, w)
             bar.update(len(idx))
         name = f"warp_{i:05d}.safetensors"
         save_file({"warp": torch.cat(out).contiguous()}, str(path.parent / name))
@@ -85,7 +103,7 @@ def build_warps(args: Args) -> Path:
         start += shard["count"]
     bar.close()
     meta["warp"] = {"space": "pixel", "sink": cfg.warp_sink, "chunk_frames": cfg.chunk_frames,
-                    "inverse_depth": cfg.warp_inverse_depth,
+                    "inverse_depth": cfg.warp_inverse_depth, "floor": cfg.warp_floor,
                     "vae": str(Path(args.vae).resolve()), "files": files}
     path.write_text(json.dumps(meta, indent=1))
     return path

@@ -13,7 +13,16 @@ from model.generator import RecomputeGenerator, StreamingGenerator, micro_model
 from model.parallel import beside
 from model.transformer import build_model
 from model.vae import CausalVAE, vae_config
-from model.warp import interpolate_rotations, sequence_warp, warp_chunks, warp_frames, warp_grid, warp_latents
+from model.warp import (
+    ROTATION,
+    WarpDepth,
+    interpolate_rotations,
+    sequence_warp,
+    warp_chunks,
+    warp_frames,
+    warp_grid,
+    warp_latents,
+)
 
 H = W = 16
 F = 8.0                       # latent focal length: 90 degrees across 16 pixels
@@ -372,7 +381,7 @@ def test_interpolated_rotations_turn_at_a_constant_rate_from_one_view_to_the_nex
     torch.testing.assert_close(half @ half, both, atol=1e-6, rtol=0)
 
 
-def _warped_views(vae, frame, src_pose, poses, k, inverse_depth=0.0):
+def _warped_views(vae, frame, src_pose, poses, k, depth=ROTATION):
     """The slow way: frame (1, 3, 1, H, W) warped into each pose by its own grid -> (1, 3, len(poses), H, W) and
     the validity of each view (len(poses), 1, 1, H, W)."""
     fh, fw = frame.shape[-2:]
@@ -381,7 +390,7 @@ def _warped_views(vae, frame, src_pose, poses, k, inverse_depth=0.0):
     views, valids = [], []
     for p in poses:
         grid, valid = warp_grid(src, torch.tensor([*p.reshape(16), *kp], dtype=torch.float32).view(1, 1, 20),
-                                (fh, fw), inverse_depth)
+                                (fh, fw), depth)
         views.append(torch.nn.functional.grid_sample(frame[:, :, 0], grid, align_corners=True) * valid)
         valids.append(valid)
     return torch.stack(views, 2), torch.stack(valids)
@@ -510,7 +519,7 @@ def test_chunk_skip_targets_given_apart_equal_the_joined_warp_input():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Translation at one assumed depth (warp_inverse_depth)
+# Translation at an assumed depth (warp_inverse_depth, warp_floor)
 
 
 def _pose(rot: np.ndarray, t) -> np.ndarray:
@@ -519,14 +528,21 @@ def _pose(rot: np.ndarray, t) -> np.ndarray:
     return m
 
 
-def _naive_grid(src: np.ndarray, dst: np.ndarray, depth: float) -> np.ndarray:
-    """The slow way, in float64: every destination pixel's point at z = depth in the destination camera, taken to
-    world space and projected into the source camera -> (H, W, 2) source pixels (u, v)."""
+def _naive_grid(src: np.ndarray, dst: np.ndarray, depth: float, floor: float = 0.0) -> np.ndarray:
+    """The slow way, in float64: every destination pixel's point at z = depth in the destination camera (or where
+    its ray meets the plane y = floor of the poses' frame, if nearer and ahead), taken to world space and projected
+    into the source camera -> (H, W, 2) source pixels (u, v)."""
     fx, fy, cx, cy = K
     out = np.empty((H, W, 2))
     for v in range(H):
         for u in range(W):
-            p_dst = np.array([(u - cx) / fx * depth, (v - cy) / fy * depth, depth, 1.0])
+            ray = np.array([(u - cx) / fx, (v - cy) / fy, 1.0])
+            z = depth
+            if floor > 0:
+                down = (dst[:3, :3] @ ray)[1]                          # the ray's drop per unit of z, in the frame
+                if down > 0:
+                    z = min(z, (floor - dst[1, 3]) / down)
+            p_dst = np.array([*(ray * z), 1.0])
             p_src = np.linalg.inv(src) @ dst @ p_dst
             out[v, u] = fx * p_src[0] / p_src[2] + cx, fy * p_src[1] / p_src[2] + cy
     return out
@@ -537,9 +553,27 @@ def test_depth_warp_equals_projecting_each_pixel_at_that_depth(depth):
     rng = np.random.default_rng(3)
     src = _pose(_rot("yaw", 0.1) @ _rot("pitch", -0.05), rng.normal(0, 0.1, 3))
     dst = _pose(_rot("yaw", -0.05) @ _rot("pitch", 0.08), rng.normal(0, 0.1, 3))
-    grid, _ = warp_grid(_cond([src]), _cond([dst]), (H, W), inverse_depth=1.0 / depth)
+    grid, _ = warp_grid(_cond([src]), _cond([dst]), (H, W), WarpDepth(1.0 / depth))
     got = (grid[0].double() + 1.0) / 2.0 * torch.tensor([W - 1, H - 1], dtype=torch.float64)   # (H, W, 2) pixels
     np.testing.assert_allclose(got.numpy(), _naive_grid(src, dst, depth), atol=2e-4)
+
+
+@pytest.mark.parametrize("far", [0.0, 0.25])
+def test_floor_warp_puts_the_pixels_that_look_down_on_the_floor(far):
+    """With a floor 1.5 m below the first camera, a pixel whose ray meets it nearer than the far depth lies on it,
+    as the naive projection has it; rays that look up stay at the far depth (or, at 0, infinitely far)."""
+    rng = np.random.default_rng(4)
+    src = _pose(_rot("yaw", 0.1), [0.1, 0.05, -0.2])
+    dst = _pose(_rot("yaw", -0.05) @ _rot("pitch", -0.1), [0.2, -0.05, 0.4]) if far else \
+        _pose(_rot("yaw", -0.05), rng.normal(0, 0.1, 3) * [1, 0, 1])
+    grid, _ = warp_grid(_cond([src]), _cond([dst]), (H, W), WarpDepth(far, 1.5))
+    got = (grid[0].double() + 1.0) / 2.0 * torch.tensor([W - 1, H - 1], dtype=torch.float64)
+    want = _naive_grid(src, dst, 1.0 / far if far else 1e9, floor=1.5)
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-3)
+    rot_only, _ = warp_grid(_cond([src]), _cond([dst]), (H, W))
+    upper = slice(0, H // 2 - 1) if not far else slice(0, 0)
+    torch.testing.assert_close(grid[0, upper], rot_only[0, upper], atol=1e-5, rtol=0)   # above the horizon
+    assert (grid[0, -1] - rot_only[0, -1]).abs().max() > 0.05                           # the floor moves
 
 
 def test_walking_forward_zooms_the_warp_in_and_stepping_right_moves_it_left():
@@ -547,14 +581,14 @@ def test_walking_forward_zooms_the_warp_in_and_stepping_right_moves_it_left():
     nearer the centre, so the content grows. A step right by s shifts the content left by f s / D. Inverse depth 0
     is the rotation-only warp exactly, translation or not."""
     d, t = 2.0, 0.25
-    out = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_pose(np.eye(4), [0, 0, t])]), inverse_depth=1 / d)
+    out = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_pose(np.eye(4), [0, 0, t])]), WarpDepth(1 / d))
     c = (W - 1) / 2
     x = torch.arange(W, dtype=torch.float32)
     torch.testing.assert_close(out[0, 0, 0, 7], c + (x - c) * d / (d + t), atol=1e-4, rtol=0)
     assert torch.all(out[0, -1] == 1)                                                  # all inside when zooming in
-    back = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_pose(np.eye(4), [0, 0, -t])]), inverse_depth=1 / d)
+    back = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_pose(np.eye(4), [0, 0, -t])]), WarpDepth(1 / d))
     assert 0 < back[0, -1].mean() < 1                                                   # the border enters the view
-    right = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_pose(np.eye(4), [0.1, 0, 0])]), inverse_depth=1 / d)
+    right = warp_latents(_ramps(), _cond([np.eye(4)]), _cond([_pose(np.eye(4), [0.1, 0, 0])]), WarpDepth(1 / d))
     torch.testing.assert_close(right[0, 0, 0, :, 3:12], _ramps()[0, 0, 0, :, 3:12] + F * 0.1 / d, atol=1e-4, rtol=0)
     moved = _cond([_rot("yaw", 0.2) @ _pose(np.eye(4), [0.3, 0.1, 0.5])])
     turned = _cond([_rot("yaw", 0.2)])
@@ -573,8 +607,8 @@ def test_depth_chunk_targets_move_the_views_on_a_straight_line():
     views = [_pose(_rot("yaw", 0.05 + 0.2 * i / tf), [0.1 * i / tf, 0, 0.2 + 0.4 * i / tf]) for i in range(tf + 1)]
     cond = [torch.tensor([*p.reshape(16), *k], dtype=torch.float32).view(1, 1, 20) for p in (src, prev, dst)]
     with torch.no_grad():
-        out = warp_chunks(vae, frame, *cond, inverse_depth=0.5)
-        want_views, valid = _warped_views(vae, frame, src, views, k, inverse_depth=0.5)
+        out = warp_chunks(vae, frame, *cond, depth=WarpDepth(0.5))
+        want_views, valid = _warped_views(vae, frame, src, views, k, WarpDepth(0.5))
         want = vae.encode(want_views)[:, :, 1]
         flat = warp_chunks(vae, frame, *cond)                                          # rotation only: other views
     share = torch.nn.functional.avg_pool2d(valid[-1], vae.spatial_factor)
@@ -586,7 +620,7 @@ def test_depth_chunk_targets_move_the_views_on_a_straight_line():
 def test_depth_streaming_equals_recompute_through_the_vae_on_a_forward_walk():
     """The generator's per-step warps and the full sequence's (`sequence_warp`) agree with translation in them."""
     gen = StreamingGenerator(*micro_model(warp_space="pixel", warp_skip_fill=True, warp_skip_target="chunk",
-                                          warp_inverse_depth=0.4), batch_size=2)
+                                          warp_inverse_depth=0.2, warp_floor=1.5), batch_size=2)
     first = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
     state, ref = gen.reset(first, seed=4), RecomputeGenerator(gen)
     ref.reset(first, seed=4)
@@ -599,7 +633,8 @@ def test_depth_streaming_equals_recompute_through_the_vae_on_a_forward_walk():
         assert ((lat - want).norm() / want.norm()).item() < 1e-4
 
 
-def test_inverse_depth_must_be_a_finite_non_negative_number():
+@pytest.mark.parametrize("field", ["warp_inverse_depth", "warp_floor"])
+def test_depth_fields_must_be_finite_non_negative_numbers(field):
     for bad in (-0.1, float("inf"), float("nan")):
-        with pytest.raises(ValueError, match="warp_inverse_depth"):
-            get_config("micro", warp_inverse_depth=bad)
+        with pytest.raises(ValueError, match=field):
+            get_config("micro", **{field: bad})

@@ -367,15 +367,17 @@ def test_warp_inputs_are_made_and_checked_at_the_models_inverse_depth(data, tmp_
         lat = tmp_path / f"lat{inv}"
         shutil.copytree(Path(data[0]).parent, lat)
         build_warps(WarpArgs(latents=str(lat / "latents.json"), vae=str(data[1]), preset="micro", batch=3,
-                             device="cpu", progress=False, inverse_depth=inv))
-        assert json.loads((lat / "latents.json").read_text())["warp"]["inverse_depth"] == inv
+                             device="cpu", progress=False, inverse_depth=inv, floor=inv and 1.5))
+        assert json.loads((lat / "latents.json").read_text())["warp"] | {"files": 0} == {
+            "space": "pixel", "sink": True, "chunk_frames": 1, "vae": str(Path(data[1]).resolve()), "files": 0,
+            "inverse_depth": inv, "floor": inv and 1.5}
         caches[inv] = LatentCache.load(lat / "latents.json")
     assert (caches[0.0].warp.float() - caches[0.5].warp.float()).abs().max() > 0.1     # the walks translate
-    cfg = get_config("micro", warp_space="pixel", warp_inverse_depth=0.5)
+    cfg = get_config("micro", warp_space="pixel", warp_inverse_depth=0.5, warp_floor=1.5)
     b = LatentBatch.from_cache(caches[0.5], torch.tensor([1, 2]), cfg, 3, CPU)
     with torch.no_grad():
         want = build_model(cfg).warp_of(b.latents, b.cond, [1] * 3, load_vae(data[1]))
     torch.testing.assert_close(b.warp, want, atol=2e-2, rtol=1e-2)
     check_cache(caches[0.5], cfg, 3, "lat0.5")
-    with pytest.raises(ValueError, match="inverse depth 0.0, the model warps at 0.5"):
+    with pytest.raises(ValueError, match=r"\(inverse depth, floor\) \(0.0, 0.0\), the model warps at \(0.5, 1.5\)"):
         check_cache(caches[0.0], cfg, 3, "lat0.0")
