@@ -65,7 +65,7 @@ __all__ = ["ROTATION", "WarpDepth", "warp_grid", "warp_latents", "warp_frames", 
 class WarpDepth:
     """Where the warps take the destination view's pixels to lie, so that translation moves them too.
 
-    inverse: 1 / metres, every pixel at this depth along the view's axis (0: infinitely far, rotation only).
+    inverse: 1 / metres, every pixel at depth 1 / inverse along the view's axis (0: infinitely far, rotation only).
     floor: metres below the first camera (whose frame the poses are relative to; its y axis points down): a pixel
     whose ray meets that level plane nearer than `1 / inverse` lies on it (0: no floor). Why: the lower half of a
     walker's view is floor, whose depth follows from the ray alone; one depth for everything over-moves far ground.

@@ -506,7 +506,7 @@ def test_graph_reset_and_clone_behave_as_eager(first, space):
         assert (eager.step(fe, c2w).int() - graphed.step(fg, c2w).int()).abs().max() <= 2
 
 
-@pytest.mark.parametrize("space", ["latent", "pixel", "chunks of 3", "upscaled"])
+@pytest.mark.parametrize("space", ["latent", "pixel", "chunks of 3", "upscaled", "moving warps"])
 def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
     """What a CUDA graph forbids, checked on CPU CI: the step body (run on the meta device) never builds a tensor
     from host data on the device, never copies host tensors to it, and never reads a value back (`.item()`,
@@ -516,8 +516,11 @@ def test_step_core_is_capturable_without_a_gpu(monkeypatch, space):
 
     from model.upscale import FrameUpscaler, UpscalerConfig
 
-    # 3: the published layout (no pair); "upscaled": pixel space with a frame upscaler (model/upscale.py)
-    kw = {"chunk_frames": 3} if space == "chunks of 3" else _space("pixel" if space == "upscaled" else space)
+    # 3: the published layout (no pair); "upscaled": pixel space with a frame upscaler (model/upscale.py); "moving
+    # warps": pixel space with warps at a depth above a floor (warp.WarpDepth), as the shipped tiny
+    kw = {"chunk_frames": 3} if space == "chunks of 3" else _space(space if space in ("latent", "pixel") else "pixel")
+    if space == "moving warps":
+        kw |= {"warp_inverse_depth": 0.1, "warp_floor": 1.55}
     up = FrameUpscaler(UpscalerConfig(channels=4, blocks=1)) if space == "upscaled" else None
     gen = StreamingGenerator(*micro_model(**kw), batch_size=2, device="meta", upscaler=up)
     state = gen.new_state()
