@@ -83,7 +83,7 @@ def main(argv=None) -> list[dict]:
     for name in tqdm(cases, desc="model forward"):
         dtype = torch.bfloat16 if (cuda and name == "sana-wm-1600m-720p") else torch.float32
         rows.append(bench(name, device, dtype, a.batch, a.repeats))
-    device_name = torch.cuda.get_device_name() if cuda else platform.processor()
+    device_name = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.platform())
     info = {"benchmark": "model_forward", "torch": torch.__version__, "threads": torch.get_num_threads(),
             "machine": platform.machine(), "device_name": device_name, "rows": rows}
     out = Path(a.out)

@@ -286,9 +286,9 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"
+    name = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.platform())
     res = {"benchmark": "step_latency", "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "machine": platform.machine(), "device": torch.cuda.get_device_name() if cuda else platform.processor(),
-           "steps": []}
+           "machine": platform.machine(), "device": name, "steps": []}
     if cuda:
         res["device_facts"] = device_facts()
     if not a.gpu_only:
