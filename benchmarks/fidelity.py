@@ -342,7 +342,8 @@ def run_direction(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
     """Section 2: does the generated image move the way the camera turns (yaw, pitch) and walks (forward)?"""
     out = {}
     frames = 1 + a.direction_steps * k
-    metres = WalkConfig().speed / WalkConfig().fps * a.forward_speed
+    walk = WalkConfig()
+    metres = walk.speed / walk.fps * a.forward_speed
     for axis, per_frame in (("yaw", a.yaw_deg), ("pitch", a.pitch_deg), ("forward", metres)):
         eps = (forward_episodes(a.direction_scenes, a.seed, frames, per_frame) if axis == "forward" else
                rotation_episodes(axis, a.direction_scenes, a.seed, frames, per_frame))

@@ -152,6 +152,7 @@ class StreamingGenerator:
             raise ValueError(f"VAE ({vae.spatial_factor}x, {vae.temporal_factor}t, {vae.latent_channels} ch) does not "
                              f"match the model ({cfg.vae_spatial}x, {cfg.vae_temporal}t, {cfg.in_channels} ch)")
         self.cfg = cfg
+        self._depth = WarpDepth.of(cfg)   # where the warps put each pixel (model/warp.py), fixed with the config
         self.dtype = dtype
         # 1-latent chunks: a chunk's clean pass runs in the next step, in one call with that step's first denoising
         # pass (a streamed pair, model/attention.py), so the per-token ops of both run once
@@ -496,19 +497,17 @@ class StreamingGenerator:
         cond_dst = cond.repeat(n, 1, 1)                                               # (nB, T_c, 20)
         if not cfg.warps_pixels:
             src = torch.cat([state.latent, state.latent0][:n]).expand(-1, -1, tc, -1, -1)  # (nB, C, T_c, h, w)
-            return stack_sources(warp_latents(src, cond_src, cond_dst, WarpDepth.of(cfg)), n), None
+            return stack_sources(warp_latents(src, cond_src, cond_dst, self._depth), n), None
         src = torch.cat([state.frame, state.frame0][:n]).expand(-1, -1, tc, -1, -1)   # (nB, 3, T_c, H, W)
         dtype = state.latent.dtype
 
         def targets() -> torch.Tensor:   # each latent turns from the view before it: (B, n(C + 1), T_c, h, w)
             before = torch.cat([torch.cat([prev, cond[:, :1, 16:]], -1), cond[:, :-1]], 1)  # (B, T_c, 20)
-            out = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst, self._prefix,
-                              WarpDepth.of(cfg))
+            out = warp_chunks(self.vae, src, cond_src, before.repeat(n, 1, 1), cond_dst, self._prefix, self._depth)
             return stack_sources(out.to(dtype), n)
 
         handle = beside(targets) if cfg.warp_targets else None
-        out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix,
-                          WarpDepth.of(cfg)).to(dtype)                           # (nB, C + 1, T_c, h, w)
+        out = warp_frames(self.vae, src, cond_src, cond_dst, self._prefix, self._depth).to(dtype)  # (nB, C + 1, ..)
         return stack_sources(out, n), handle                                          # (B, n(C + 1), T_c, h, w)
 
     def _commit(self, state: WorldState) -> None:

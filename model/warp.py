@@ -82,13 +82,14 @@ class WarpDepth:
     def moves(self) -> bool:
         return self.inverse > 0 or self.floor > 0
 
-    def inverse_map(self, rays_rel: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
-        """rays_rel [N, h, w, 3] (z = 1 in the view's camera, rotated into the first camera's frame), height [N] the
-        view's camera above the floor in metres -> inverse z-depth [N, h, w]."""
+    def inverse_map(self, r_dst: torch.Tensor, rays: torch.Tensor, y: torch.Tensor) -> torch.Tensor | float:
+        """Inverse z-depth of each ray: r_dst [N, 3, 3] the view's rotation, rays [N, h, w, 3] (z = 1 in the view's
+        camera), y [N] its height coordinate (down) in the first camera's frame -> [N, h, w, 1], or the one
+        inverse depth as a float where there is no floor."""
         if self.floor <= 0:
-            return torch.full_like(rays_rel[..., 1], self.inverse)
-        down = rays_rel[..., 1] / height.clamp_min(1e-3)[:, None, None]   # (N, h, w) 1 / depth on the floor
-        return down.clamp_min(self.inverse)
+            return self.inverse
+        down = torch.einsum("nj,nhwj->nhw", r_dst[:, 1], rays)                  # (N, h, w) the ray's drop per unit z
+        return (down / (self.floor - y).clamp_min(1e-3)[:, None, None]).clamp_min(self.inverse)[..., None]
 
 
 ROTATION = WarpDepth()
@@ -117,9 +118,8 @@ def warp_grid(cond_src: torch.Tensor, cond_dst: torch.Tensor, hw: tuple[int, int
     d = torch.einsum("nij,nhwj->nhwi", rel, rays)                                      # (BT, h, w, 3) src camera
     if depth.moves:   # the point rays / q (q the inverse depth), seen from the source, scaled by q
         move = r_src.transpose(1, 2) @ (c2w_dst[:, :3, 3] - c2w_src[:, :3, 3])[..., None]  # (BT, 3, 1) src camera
-        rays_rel = torch.einsum("nij,nhwj->nhwi", r_dst, rays)                         # (BT, h, w, 3) frame 0
-        q = depth.inverse_map(rays_rel, depth.floor - c2w_dst[:, 1, 3])                 # (BT, h, w)
-        d = d + q[..., None] * move[:, None, None, :, 0]
+        q = depth.inverse_map(r_dst, rays, c2w_dst[:, 1, 3])                            # (BT, h, w, 1) or a float
+        d = d + q * move[:, None, None, :, 0]
     z = d[..., 2]
     front = z > 1e-6
     z = torch.where(front, z, torch.ones_like(z))
