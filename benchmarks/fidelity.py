@@ -272,6 +272,11 @@ def motion(axis: str, a, b) -> float:
     return phase_shift(a, b)[1 if axis == "yaw" else 0]
 
 
+def _moved(oracle_motion: float) -> bool:
+    """The oracle's image moved: pixel shifts are whole numbers and zooms multiples of ZOOM_STEP, so anything off 0."""
+    return abs(oracle_motion) > ZOOM_STEP / 2
+
+
 def _sign(x: int) -> int:
     return (x > 0) - (x < 0)
 
@@ -331,7 +336,7 @@ def direction_rows(eps: Episodes, model_last: list[torch.Tensor], oracle_last: t
     for e, label in enumerate(eps.labels):
         m = [motion(axis, model_last[s - 1][e], model_last[s][e]) for s in range(1, len(model_last))]
         o = [motion(axis, oracle_last[e, s - 1], oracle_last[e, s]) for s in range(1, len(model_last))]
-        counted = [(mi, oi) for mi, oi in zip(m, o) if abs(oi) > ZOOM_STEP / 2]
+        counted = [(mi, oi) for mi, oi in zip(m, o) if _moved(oi)]
         rows.append({**label, "axis": axis, "model_shift": m, "oracle_shift": o, "counted": len(counted),
                      "agree": sum(_sign(mi) == _sign(oi) for mi, oi in counted),
                      "oracle_expected": sum(_sign(oi) == EXPECTED_SIGN[axis] * label["sign"] for oi in o)})
@@ -369,7 +374,7 @@ def run_direction(a: argparse.Namespace, hw: tuple[int, int], k: int) -> dict:
 def motion_ratio(rows: list[dict]) -> float | None:
     """How far the model's image moves the oracle's way, as a share of how far the oracle's moves: the sum over
     counted steps of model motion x sign(oracle motion), over the sum of |oracle motion|. 1: as far; 0: still."""
-    pairs = [(m, o) for r in rows for m, o in zip(r["model_shift"], r["oracle_shift"]) if abs(o) > ZOOM_STEP / 2]
+    pairs = [(m, o) for r in rows for m, o in zip(r["model_shift"], r["oracle_shift"]) if _moved(o)]
     total = sum(abs(o) for _, o in pairs)
     return float(sum(m * _sign(o) for m, o in pairs) / total) if total else None
 
